@@ -1,0 +1,529 @@
+"""Finding, caching and unpacking Python runtime archives (the "runtime" layer source).
+
+Runtimes are python-build-standalone style ``install_only`` archives: a ``.tar.gz``
+with a single ``python/`` folder.  :func:`acquire_runtime` looks for one, in order, in
+
+1. the given ``sources`` and then ``$VENVSTACKS_DOCKER_RUNTIME_SOURCES`` (``os.pathsep``
+   separated): archive files, ``file://`` (or ``http(s)://``) URLs of archives, or folders
+   ("mirrors") holding archives named the python-build-standalone way;
+2. the content-addressed cache ``<cache>/runtimes/<sha256>/<filename>``;
+3. upstream python-build-standalone on GitHub, via the URL and sha256 that
+   ``pbs-installer`` ships (skipped when ``offline``).
+
+Whatever is found outside the cache is copied into it, so nothing is fetched twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import posixpath
+import re
+import shutil
+import tarfile
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from venvstacks_docker.errors import RuntimeArchiveError
+
+log = logging.getLogger(__name__)
+
+SOURCES_ENV = "VENVSTACKS_DOCKER_RUNTIME_SOURCES"
+CACHE_ENV = "VENVSTACKS_DOCKER_CACHE"
+
+#: venvstacks platform tag -> python-build-standalone target triple
+PLATFORM_TRIPLES: dict[str, str] = {
+    "linux_x86_64": "x86_64-unknown-linux-gnu",
+    "linux_aarch64": "aarch64-unknown-linux-gnu",
+    "macosx_arm64": "aarch64-apple-darwin",
+    "macosx_x86_64": "x86_64-apple-darwin",
+    "win_amd64": "x86_64-pc-windows-msvc",
+    "win_arm64": "aarch64-pc-windows-msvc",
+}
+
+#: venvstacks platform tag -> (pbs-installer platform, pbs-installer arch)
+_PBS_PLATFORMS: dict[str, tuple[str, str]] = {
+    "linux_x86_64": ("linux", "x86_64"),
+    "linux_aarch64": ("linux", "aarch64"),
+    "macosx_arm64": ("macos", "aarch64"),
+    "macosx_x86_64": ("macos", "x86_64"),
+    "win_amd64": ("windows", "x86_64"),
+    "win_arm64": ("windows", "aarch64"),
+}
+
+IMPLEMENTATIONS = ("cpython", "pypy")
+_VERSION = re.compile(r"^\d+\.\d+\.\d+$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RuntimeRequest:
+    implementation: str
+    version: str
+    platform: str
+
+    @property
+    def triple(self) -> str:
+        return PLATFORM_TRIPLES[self.platform]
+
+    def describe(self) -> str:
+        return f"{self.implementation} {self.version} for {self.platform}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RuntimeArchive:
+    path: Path
+    sha256: str
+    filename: str
+    origin: str
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def cache_root() -> Path:
+    """``$VENVSTACKS_DOCKER_CACHE``, else ``$XDG_CACHE_HOME/venvstacks-docker``, else ``~/.cache/...``."""
+    explicit = os.environ.get(CACHE_ENV)
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg:
+        return Path(xdg).expanduser() / "venvstacks-docker"
+    return Path.home() / ".cache" / "venvstacks-docker"
+
+
+def runtimes_dir() -> Path:
+    return cache_root() / "runtimes"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _validate(request: RuntimeRequest) -> None:
+    if request.implementation not in IMPLEMENTATIONS:
+        raise RuntimeArchiveError(
+            f"unknown Python implementation {request.implementation!r}",
+            hint="use one of: " + ", ".join(IMPLEMENTATIONS),
+        )
+    if not _VERSION.match(request.version):
+        raise RuntimeArchiveError(
+            f"runtime version {request.version!r} is not a full X.Y.Z version",
+            hint="name an exact release, e.g. 3.11.2",
+        )
+    if request.platform not in PLATFORM_TRIPLES:
+        raise RuntimeArchiveError(
+            f"unknown platform {request.platform!r} for a runtime",
+            hint="use one of: " + ", ".join(PLATFORM_TRIPLES),
+        )
+
+
+def archive_name_pattern(request: RuntimeRequest) -> re.Pattern[str]:
+    """Regex matching python-build-standalone install_only archive names for ``request``."""
+    return re.compile(
+        rf"^{re.escape(request.implementation)}-{re.escape(request.version)}\+(?P<tag>[^-/]+)"
+        rf"-{re.escape(request.triple)}-install_only(?P<stripped>_stripped)?\.tar\.gz$"
+    )
+
+
+def _preference(match: re.Match[str]) -> tuple[bool, str]:
+    """Sort key: stripped builds first, then the newest build tag."""
+    return (match.group("stripped") is not None, match.group("tag"))
+
+
+def _best_in_folder(folder: Path, pattern: re.Pattern[str]) -> list[Path]:
+    """Matching archives in ``folder``, best first."""
+    found: list[tuple[tuple[bool, str], str, Path]] = []
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as exc:
+        log.warning("cannot list runtime mirror %s: %s", folder, exc)
+        return []
+    for entry in entries:
+        name = urllib.parse.unquote(entry.name)
+        match = pattern.match(name)
+        if match and entry.is_file():
+            found.append((_preference(match), name, entry))
+    found.sort(key=lambda item: (item[0], item[1]), reverse=True)
+    return [path for _, _, path in found]
+
+
+def _env_sources() -> list[str]:
+    value = os.environ.get(SOURCES_ENV, "")
+    return [entry for entry in value.split(os.pathsep) if entry.strip()]
+
+
+def _file_url_to_path(url: str) -> Path:
+    parsed = urllib.parse.urlparse(url)
+    if parsed.netloc not in ("", "localhost"):
+        raise RuntimeArchiveError(f"cannot use runtime source {url}: remote file:// hosts are not supported")
+    return Path(urllib.request.url2pathname(parsed.path))
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def _store_in_cache(path: Path, filename: str, sha256: str) -> Path:
+    """Copy ``path`` into ``runtimes/<sha256>/<filename>`` unless it is already there."""
+    target = runtimes_dir() / sha256 / filename
+    if target.is_file() and target.stat().st_size == path.stat().st_size:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{filename}.", dir=target.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    for sidecar in (path.with_name(path.name + ".json"),):
+        if sidecar.is_file() and not (target.parent / sidecar.name).exists():
+            shutil.copyfile(sidecar, target.parent / (filename + ".json"))
+    return target
+
+
+def _cached_candidates(request: RuntimeRequest, expected_sha256: str | None) -> list[Path]:
+    pattern = archive_name_pattern(request)
+    root = runtimes_dir()
+    if expected_sha256:
+        folder = root / expected_sha256
+        return _best_in_folder(folder, pattern) if folder.is_dir() else []
+    if not root.is_dir():
+        return []
+    found: list[tuple[tuple[bool, str], str, Path]] = []
+    for folder in sorted(root.iterdir()):
+        if not folder.is_dir() or not _SHA256.match(folder.name):
+            continue
+        for path in _best_in_folder(folder, pattern):
+            match = pattern.match(path.name)
+            assert match is not None
+            found.append((_preference(match), folder.name, path))
+    found.sort(key=lambda item: (item[0], item[1]), reverse=True)
+    return [path for _, _, path in found]
+
+
+# --------------------------------------------------------------------------- acquisition
+
+
+class _Search:
+    """Collects what was tried, for an error message that explains itself."""
+
+    def __init__(self, request: RuntimeRequest, expected: str | None) -> None:
+        self.request = request
+        self.expected = expected
+        self.pattern = archive_name_pattern(request)
+        self.tried: list[str] = []
+        self.mismatches: list[tuple[str, str]] = []
+
+    def accept(self, path: Path, *, origin: str, in_cache: bool) -> RuntimeArchive | None:
+        name = urllib.parse.unquote(path.name)
+        if not self.pattern.match(name):
+            self.tried.append(f"{path}: name does not match {self.request.describe()}")
+            return None
+        try:
+            sha = sha256_file(path)
+        except OSError as exc:
+            self.tried.append(f"{path}: cannot read ({exc})")
+            return None
+        if in_cache and path.parent.name != sha:
+            log.warning("ignoring corrupt cache entry %s (content hash %s)", path, sha)
+            self.tried.append(f"{path}: corrupt cache entry")
+            return None
+        if self.expected and sha != self.expected:
+            self.mismatches.append((str(path), sha))
+            self.tried.append(f"{path}: sha256 {sha} (expected {self.expected})")
+            return None
+        cached = path if in_cache else _store_in_cache(path, name, sha)
+        return RuntimeArchive(path=cached, sha256=sha, filename=name, origin=origin)
+
+    def failure(self, offline: bool, upstream_note: str | None) -> RuntimeArchiveError:
+        req = self.request
+        lines = [f"no runtime archive found for {req.describe()}"]
+        if self.mismatches:
+            lines = [
+                f"no runtime archive for {req.describe()} has the expected sha256 {self.expected}"
+            ]
+        lines += [f"  tried {entry}" for entry in self.tried]
+        if upstream_note:
+            lines.append(f"  upstream: {upstream_note}")
+        elif offline:
+            lines.append("  upstream: skipped (offline)")
+        build = (
+            f"scripts/build-python-runtime --version {req.version}"
+            if req.implementation == "cpython"
+            else "a matching install_only archive"
+        )
+        if self.mismatches:
+            hint = (
+                "the lock/spec pins a different archive than the one available; use the archive "
+                f"with sha256 {self.expected} (via {SOURCES_ENV} or --runtime-source), or re-lock "
+                "to accept the new one"
+            )
+        else:
+            hint = (
+                f"run `{build}` to build one into the cache, or point {SOURCES_ENV} "
+                "(os.pathsep separated) at an install_only archive or a folder of them"
+            )
+        return RuntimeArchiveError("\n".join(lines), hint=hint)
+
+
+def _download(url: str, filename: str, sha256: str | None, what: str) -> Path:
+    """Download ``url`` into the cache, verifying ``sha256`` when known."""
+    root = runtimes_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".download-{filename}.", dir=root)
+    tmp = Path(tmp_name)
+    digest = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as out:
+            request = urllib.request.Request(url, headers={"User-Agent": "venvstacks-docker"})
+            with urllib.request.urlopen(request, timeout=60) as response:
+                for chunk in iter(lambda: response.read(1 << 20), b""):
+                    digest.update(chunk)
+                    out.write(chunk)
+        actual = digest.hexdigest()
+        if sha256 and actual != sha256:
+            raise RuntimeArchiveError(
+                f"{what} {url} has sha256 {actual}, expected {sha256}",
+                hint="the download was corrupted or tampered with; retry, and report it if it persists",
+            )
+        target = root / actual / filename
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, target)
+        return target
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _from_source(entry: str, search: _Search) -> RuntimeArchive | None:
+    origin = f"source:{entry}"
+    if entry.startswith(("http://", "https://")):
+        name = urllib.parse.unquote(entry.rsplit("/", 1)[-1].split("?", 1)[0])
+        if not search.pattern.match(name):
+            search.tried.append(f"{entry}: name does not match {search.request.describe()}")
+            return None
+        try:
+            path = _download(entry, name, search.expected, "runtime archive")
+        except (urllib.error.URLError, OSError) as exc:
+            search.tried.append(f"{entry}: download failed ({exc})")
+            return None
+        except RuntimeArchiveError as exc:
+            search.tried.append(f"{entry}: {exc.message}")
+            return None
+        return search.accept(path, origin=origin, in_cache=True)
+    path = _file_url_to_path(entry) if entry.startswith("file:") else Path(entry).expanduser()
+    if path.is_dir():
+        candidates = _best_in_folder(path, search.pattern)
+        if not candidates:
+            search.tried.append(f"{path}/: no file named like {search.pattern.pattern}")
+        for candidate in candidates:
+            found = search.accept(candidate, origin=origin, in_cache=False)
+            if found:
+                return found
+        return None
+    if path.is_file():
+        return search.accept(path, origin=origin, in_cache=False)
+    search.tried.append(f"{entry}: does not exist")
+    return None
+
+
+def _from_upstream(request: RuntimeRequest, search: _Search) -> tuple[RuntimeArchive | None, str]:
+    try:
+        import pbs_installer
+    except ImportError:
+        return None, "pbs-installer is not installed"
+    pbs_platform, pbs_arch = _PBS_PLATFORMS[request.platform]
+    try:
+        version, (url, checksum) = pbs_installer.get_download_link(
+            request.version,
+            arch=pbs_arch,
+            platform=pbs_platform,
+            implementation=request.implementation,  # type: ignore[arg-type]
+        )
+    except ValueError:
+        return None, (
+            f"python-build-standalone (per pbs-installer) has no build of {request.describe()}"
+        )
+    if (version.major, version.minor, version.micro) != tuple(int(x) for x in request.version.split(".")):
+        return None, f"pbs-installer offers {version}, not {request.version}"
+    filename = urllib.parse.unquote(url.rsplit("/", 1)[-1])
+    if search.expected and checksum and checksum != search.expected:
+        search.mismatches.append((url, checksum))
+        return None, f"{url} has sha256 {checksum} (expected {search.expected})"
+    wanted = search.expected or checksum
+    log.info("downloading %s", url)
+    try:
+        path = _download(url, filename, wanted, "python-build-standalone archive")
+    except (urllib.error.URLError, OSError) as exc:
+        raise RuntimeArchiveError(
+            f"cannot download {request.describe()} from python-build-standalone on GitHub "
+            f"({url}): GitHub is unreachable ({getattr(exc, 'reason', exc)})",
+            hint=(
+                f"run `scripts/build-python-runtime --version {request.version}` to build the "
+                f"runtime locally, or set {SOURCES_ENV} to an install_only archive or a folder "
+                "(mirror) of them"
+            ),
+        ) from exc
+    if not search.pattern.match(filename):
+        # pbs-installer also knows non-install_only artefacts (e.g. PyPy); accept them by URL
+        sha = path.parent.name
+        return RuntimeArchive(path=path, sha256=sha, filename=filename, origin="upstream"), ""
+    found = search.accept(path, origin="upstream", in_cache=True)
+    return found, ""
+
+
+def acquire_runtime(
+    request: RuntimeRequest,
+    *,
+    sources: Sequence[str] = (),
+    expected_sha256: str | None = None,
+    offline: bool = False,
+) -> RuntimeArchive:
+    """Find the runtime archive for ``request`` (see the module docstring for the order)."""
+    _validate(request)
+    expected = expected_sha256.lower().removeprefix("sha256:") if expected_sha256 else None
+    if expected is not None and not _SHA256.match(expected):
+        raise RuntimeArchiveError(f"expected runtime sha256 {expected_sha256!r} is not a sha256 hex digest")
+    search = _Search(request, expected)
+
+    entries: list[str] = [*sources, *_env_sources()]
+    for entry in entries:
+        found = _from_source(entry.strip(), search)
+        if found:
+            log.info("runtime %s from %s", found.filename, entry)
+            return found
+
+    for path in _cached_candidates(request, expected):
+        found = search.accept(path, origin="cache", in_cache=True)
+        if found:
+            return found
+    if not entries:
+        search.tried.append(f"cache {runtimes_dir()}: nothing matching")
+
+    upstream_note: str | None = None
+    if not offline:
+        found, upstream_note = _from_upstream(request, search)
+        if found:
+            return found
+    raise search.failure(offline, upstream_note or None)
+
+
+# --------------------------------------------------------------------------- extraction
+
+
+def _check_inside(name: str, what: str, archive: Path) -> str:
+    """Return ``name`` normalised, refusing absolute paths and '..' components."""
+    if name.startswith("/") or re.match(r"^[A-Za-z]:", name) or "\\" in name:
+        raise RuntimeArchiveError(f"refusing to unpack {archive.name}: {what} {name!r} is an absolute path")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise RuntimeArchiveError(f"refusing to unpack {archive.name}: {what} {name!r} contains '..'")
+    return "/".join(parts)
+
+
+def _safe_members(tar: tarfile.TarFile, archive: Path) -> Iterable[tarfile.TarInfo]:
+    for member in tar.getmembers():
+        name = _check_inside(member.name, "member", archive)
+        if name == "python":
+            continue
+        if not name.startswith("python/"):
+            raise RuntimeArchiveError(
+                f"refusing to unpack {archive.name}: member {member.name!r} is outside the "
+                "top-level python/ folder (not an install_only archive)"
+            )
+        rel = name[len("python/"):]
+        if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
+            raise RuntimeArchiveError(
+                f"refusing to unpack {archive.name}: {member.name!r} is a device, fifo or other special file"
+            )
+        if member.issym():
+            target = member.linkname
+            if target.startswith("/"):
+                raise RuntimeArchiveError(
+                    f"refusing to unpack {archive.name}: symlink {member.name!r} points to the "
+                    f"absolute path {target!r}"
+                )
+            joined = posixpath.normpath(posixpath.join(posixpath.dirname(rel), target))
+            if joined == ".." or joined.startswith("../"):
+                raise RuntimeArchiveError(
+                    f"refusing to unpack {archive.name}: symlink {member.name!r} -> {target!r} "
+                    "points outside the runtime"
+                )
+        elif member.islnk():
+            link = _check_inside(member.linkname, "hard link target", archive)
+            if not link.startswith("python/"):
+                raise RuntimeArchiveError(
+                    f"refusing to unpack {archive.name}: hard link {member.name!r} -> "
+                    f"{member.linkname!r} points outside the runtime"
+                )
+            member.linkname = link[len("python/"):]
+        member.name = rel
+        member.mode &= 0o755 if not member.issym() else 0o777
+        member.uid = member.gid = 0
+        member.uname = member.gname = ""
+        yield member
+
+
+def _inside(real_dest: str, path: str) -> bool:
+    return path == real_dest or path.startswith(real_dest + os.sep)
+
+
+def _check_on_disk(dest: Path, member: tarfile.TarInfo, archive: Path) -> None:
+    """Refuse members that would land (or point) outside ``dest`` once symlinks on disk count."""
+    real_dest = os.path.realpath(dest)
+    parent = os.path.realpath(os.path.join(dest, os.path.dirname(member.name)))
+    if not _inside(real_dest, parent):
+        raise RuntimeArchiveError(
+            f"refusing to unpack {archive.name}: {member.name!r} would be written through a "
+            "symlink outside the destination"
+        )
+    if member.issym():
+        target = os.path.realpath(os.path.join(parent, member.linkname))
+        if not _inside(real_dest, target):
+            raise RuntimeArchiveError(
+                f"refusing to unpack {archive.name}: symlink {member.name!r} -> "
+                f"{member.linkname!r} points outside the runtime"
+            )
+
+
+def extract_runtime(archive: Path, dest: Path) -> None:
+    """Unpack the contents of the archive's ``python/`` folder into ``dest``.
+
+    Refuses absolute member names, ``..`` components, links that escape ``dest``, special
+    files and members outside ``python/``.  Symlinks and executable bits are preserved.
+    ``dest`` must not exist or be empty.
+    """
+    archive = Path(archive)
+    dest = Path(dest)
+    if not archive.is_file():
+        raise RuntimeArchiveError(f"runtime archive {archive} does not exist")
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise RuntimeArchiveError(
+            f"cannot unpack the runtime into {dest}: it exists and is not an empty folder",
+            hint="remove it or choose another destination",
+        )
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            members = list(_safe_members(tar, archive))
+            if not members:
+                raise RuntimeArchiveError(f"{archive.name} contains no python/ folder")
+            dest.mkdir(parents=True, exist_ok=True)
+            for member in members:
+                _check_on_disk(dest, member, archive)
+                if hasattr(tarfile, "data_filter"):
+                    tar.extract(member, dest, set_attrs=True, filter="data")
+                else:  # Python < 3.11.4: the checks above are the filter
+                    tar.extract(member, dest, set_attrs=True)
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise RuntimeArchiveError(f"cannot unpack runtime archive {archive}: {exc}") from exc
