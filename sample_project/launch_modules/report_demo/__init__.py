@@ -1,0 +1,1 @@
+"""A launch *package*: builds a small table of model scores with tabulate."""

@@ -1,0 +1,4 @@
+from venvstacks_docker.cli import main
+
+if __name__ == "__main__":
+    main()
