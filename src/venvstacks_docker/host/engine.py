@@ -1,0 +1,189 @@
+"""Connecting to the container engine (Docker, or podman's Docker-compatible socket).
+
+Everything that talks to the engine gets its client from :func:`connect`, so there is one
+place that turns "no socket", "permission denied" and "engine too old" into messages a
+user can act on.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from venvstacks_docker.errors import ContainerError
+
+if TYPE_CHECKING:
+    import docker
+
+#: Docker Engine 20.10 speaks API 1.41.  Older engines lack things we rely on (labels on
+#: builds, ``platform`` on create, stable ``network_mode=none`` for builds), and this is
+#: the same floor cibuildwheel uses.
+MIN_API_VERSION: Final = "1.41"
+#: podman's compat service reports its own version; 3.0 is the first that works with
+#: docker-py for create/attach/build.
+MIN_PODMAN_VERSION: Final = (3, 0)
+
+_DOCS: Final = "docs/explanation/host-and-container.md"
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineInfo:
+    """What the engine says about itself (``docker version``)."""
+
+    #: ``"docker"`` or ``"podman"``.
+    name: str
+    #: Engine version string, e.g. ``"20.10.24+dfsg1"``.
+    version: str
+    #: Highest API version the engine speaks, e.g. ``"1.41"``.
+    api_version: str
+    #: ``"linux"`` for every engine we can use.
+    os: str
+    #: Engine architecture in Docker's spelling: ``"amd64"``, ``"arm64"``.
+    arch: str
+    #: Where we connected (``DOCKER_HOST`` or the default socket).
+    base_url: str
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    parts: list[int] = []
+    for piece in text.split("."):
+        digits = ""
+        for ch in piece:
+            if not ch.isdigit():
+                break
+            digits += ch
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+def _where() -> str:
+    return os.environ.get("DOCKER_HOST") or "the default socket (unix:///var/run/docker.sock)"
+
+
+def _explain_connect_failure(exc: BaseException) -> ContainerError:
+    text = str(exc)
+    lowered = text.lower()
+    where = _where()
+    if "permission denied" in lowered or isinstance(exc, PermissionError):
+        return ContainerError(
+            f"permission denied when connecting to the container engine at {where}",
+            hint=(
+                "add your user to the 'docker' group (then log in again), run as a user "
+                "that may use the engine, or point DOCKER_HOST at a rootless engine's "
+                "socket (e.g. unix://$XDG_RUNTIME_DIR/podman/podman.sock)"
+            ),
+        )
+    if "no such file" in lowered or isinstance(exc, FileNotFoundError):
+        reason = "no socket there"
+    elif "refused" in lowered:
+        reason = "connection refused"
+    elif "timed out" in lowered or "timeout" in lowered:
+        reason = "timed out"
+    else:
+        reason = text.strip().splitlines()[0][:200] if text.strip() else type(exc).__name__
+    return ContainerError(
+        f"cannot reach a container engine at {where} ({reason}): "
+        "is Docker installed and running?",
+        hint=(
+            "start the engine (e.g. `systemctl start docker`), or set DOCKER_HOST to its "
+            "socket (podman: `systemctl --user start podman.socket` and "
+            "DOCKER_HOST=unix://$XDG_RUNTIME_DIR/podman/podman.sock); "
+            "or build without containers with `--native`"
+        ),
+    )
+
+
+def _import_docker() -> Any:
+    try:
+        import docker
+    except ImportError as exc:  # pragma: no cover - the SDK is a declared dependency
+        raise ContainerError(
+            "the Docker SDK for Python ('docker' package) is not installed, so containers "
+            "cannot be used",
+            hint="install it into this environment (`pip install 'docker>=7.1'`) or build with `--native`",
+        ) from exc
+    return docker
+
+
+def connect(*, timeout: int = 120) -> docker.DockerClient:
+    """Return a client for the engine named by ``DOCKER_HOST`` (or the default socket).
+
+    The engine is pinged and its version checked before the client is returned.
+
+    :param timeout: seconds to wait for any single engine API call.
+    :raises ContainerError: when the SDK is missing, nothing answers, access is denied or
+        the engine is too old.
+    """
+    docker = _import_docker()
+    try:
+        client = docker.from_env(timeout=timeout)
+    except docker.errors.DockerException as exc:
+        # from_env negotiates the API version, so an unreachable engine fails here.
+        raise _explain_connect_failure(exc.__cause__ or exc.__context__ or exc) from None
+    except OSError as exc:
+        raise _explain_connect_failure(exc) from None
+    try:
+        client.ping()
+    except (docker.errors.DockerException, OSError) as exc:
+        client.close()
+        raise _explain_connect_failure(exc) from None
+    check_engine(client)
+    return client
+
+
+def engine_info(client: docker.DockerClient) -> EngineInfo:
+    """Ask the engine what it is."""
+    docker = _import_docker()
+    try:
+        version: dict[str, Any] = client.version()
+    except (docker.errors.DockerException, OSError) as exc:
+        raise _explain_connect_failure(exc) from None
+    name = "docker"
+    engine_version = str(version.get("Version", "unknown"))
+    for component in version.get("Components") or []:
+        if "podman" in str(component.get("Name", "")).lower():
+            name = "podman"
+            engine_version = str(component.get("Version", engine_version))
+    return EngineInfo(
+        name=name,
+        version=engine_version,
+        api_version=str(version.get("ApiVersion", "0")),
+        os=str(version.get("Os", "linux")),
+        arch=str(version.get("Arch", "unknown")),
+        base_url=str(client.api.base_url),
+    )
+
+
+def check_engine(client: docker.DockerClient) -> EngineInfo:
+    """Refuse engines that are too old or cannot run Linux containers.
+
+    :raises ContainerError: naming the engine, its version and the minimum.
+    """
+    info = engine_info(client)
+    if info.name == "podman":
+        if _version_tuple(info.version) < MIN_PODMAN_VERSION:
+            raise ContainerError(
+                f"podman {info.version} is too old: venvstacks-docker needs podman "
+                f"{'.'.join(map(str, MIN_PODMAN_VERSION))} or newer",
+                hint="upgrade podman, or use Docker Engine 20.10 or newer",
+            )
+    elif _version_tuple(info.api_version) < _version_tuple(MIN_API_VERSION):
+        raise ContainerError(
+            f"the container engine at {info.base_url} is too old: Docker {info.version} "
+            f"speaks API {info.api_version}, venvstacks-docker needs API {MIN_API_VERSION} "
+            "(Docker Engine 20.10) or newer",
+            hint="upgrade Docker Engine, or point DOCKER_HOST at a newer engine",
+        )
+    if info.os != "linux":
+        raise ContainerError(
+            f"the container engine at {info.base_url} runs {info.os} containers; builder "
+            "images are Linux images",
+            hint="switch the engine to Linux containers, or build with `--native`",
+        )
+    return info
+
+
+__all__ = ["MIN_API_VERSION", "EngineInfo", "check_engine", "connect", "engine_info"]
