@@ -20,15 +20,16 @@ CONFIG = Path("share") / "venv" / "metadata" / "venvstacks_layer.json"
 
 
 def _resolve(layer_dir, relative):
-    path = (layer_dir / relative).resolve()
-    root = layer_dir.parent.resolve()
+    # normalise without following links: bin/python is a link to the runtime's python
+    path = Path(os.path.normpath(layer_dir / relative))
+    root = layer_dir.parent
     if root != path and root not in path.parents:
         raise SystemExit(f"postinstall: {relative!r} points outside the deployment folder {root}")
     return path
 
 
 def main(layer_dir=None):
-    layer_dir = Path(layer_dir or Path(__file__).parent).absolute()
+    layer_dir = Path(os.path.normpath(Path(layer_dir or Path(__file__).parent).absolute()))
     config = json.loads((layer_dir / CONFIG).read_text(encoding="utf-8"))
     python = _resolve(layer_dir, config["python"])
     base_python = _resolve(layer_dir, config["base_python"])
