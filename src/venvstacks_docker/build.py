@@ -201,9 +201,11 @@ _UV_VERSION: list[str] = []
 
 
 def uv_version() -> str:
+    # the uv wheel's version is the version of the uv binary it ships
     if not _UV_VERSION:
-        out = run([_lock._uv(), "--version"], capture=True, what="uv --version")
-        _UV_VERSION.append(out.strip().split()[1] if out.strip() else "unknown")
+        from importlib.metadata import version
+
+        _UV_VERSION.append(version("uv"))
     return _UV_VERSION[0]
 
 

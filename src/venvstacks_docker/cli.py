@@ -641,7 +641,15 @@ def _dispatch_to_container(command: str, spec: _spec.StackSpec, native: bool, ba
 # --- entry point ----------------------------------------------------------------------
 
 
-def _register_subapps() -> None:
+def _register_subapps(args: list[str]) -> None:
+    """Add the ``runtime`` and ``image`` groups, importing them only when needed.
+
+    (The image group pulls in the Docker SDK, which would slow every other command.)
+    """
+    words = [a for a in args if not a.startswith("-")]
+    wanted = {"runtime", "image"} if not words else {words[0]}
+    if not wanted & {"runtime", "image"} and not any(a in ("-h", "--help") for a in args):
+        return
     from venvstacks_docker import runtime_build
 
     runtime_app = typer.Typer(help="Python runtime archives (python-build-standalone layout).",
@@ -668,10 +676,10 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console script entry point: run the CLI and map errors to exit codes."""
-    _register_subapps()
+    args = sys.argv[1:] if argv is None else argv
+    _register_subapps(args)
     if threading_main():
         signal.signal(signal.SIGTERM, _on_sigterm)
-    args = sys.argv[1:] if argv is None else argv
     code = 0
     try:
         app(args=args, prog_name="venvstacks-docker", standalone_mode=False)

@@ -125,9 +125,18 @@ class LockedPackage:
     wheels: tuple[dict[str, Any], ...]
 
 
+_PYLOCK_CACHE: dict[tuple[str, int, int], dict[str, Any]] = {}
+
+
 def read_pylock(path: Path) -> dict[str, Any]:
+    """Parse a pylock file (cached while the file is unchanged: status checks read
+    the same locks many times)."""
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        st = path.stat()
+        key = (str(path), st.st_mtime_ns, st.st_size)
+        if key not in _PYLOCK_CACHE:
+            _PYLOCK_CACHE[key] = tomllib.loads(path.read_text(encoding="utf-8"))
+        return _PYLOCK_CACHE[key]
     except FileNotFoundError:
         raise LockError(f"lock file missing: {path}",
                         hint="run `venvstacks-docker lock` for this stack") from None
@@ -175,10 +184,10 @@ def lock_problems(spec: StackSpec, layer: LayerSpec, _seen: dict[str, list[str]]
         if meta.get("lock_input_hash") != lock_input_hash(layer):
             problems.append("declared requirements changed")
         try:
-            doc = tomllib.loads(paths.pylock.read_text(encoding="utf-8"))
+            doc = read_pylock(paths.pylock)
             if meta.get("requirements_hash") != pylock_requirements_hash(doc):
                 problems.append("pylock content changed")
-        except tomllib.TOMLDecodeError:
+        except LockError:
             problems.append("pylock is not valid TOML")
         if meta.get("other_inputs_hash") != other_inputs_hash(spec, layer):
             problems.append("python version, targets or layer dependencies changed")
