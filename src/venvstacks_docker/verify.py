@@ -1,0 +1,453 @@
+"""Check a publish output folder: do the archives match their metadata?
+
+Layout (venvstacks-compatible)::
+
+    <out>/<archive files>
+    <out>/__venvstacks__/venvstacks.json            (or venvstacks-<plat>.json, several)
+    <out>/__venvstacks__/env_metadata/<layer>.json  (or <layer>-<plat>.json)
+
+Every layer named by a manifest entry or a per-layer metadata file is checked
+(size first, then SHA-256).  Archives in ``<out>`` named by no metadata file are
+reported as ``unexpected``; they do not make the report fail (venvstacks leaves
+archives of earlier builds in place), but ``clean`` is false.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from venvstacks_docker.errors import VerifyError
+
+METADATA_DIR = "__venvstacks__"
+LAYER_METADATA_DIR = "env_metadata"
+REPORT_METADATA_VERSION = 1
+LAYER_KINDS = ("runtimes", "frameworks", "applications")
+ARCHIVE_SUFFIXES = (".tar.xz", ".tar.gz", ".zip")
+_REQUIRED_KEYS = ("layer_name", "install_target", "archive_name", "archive_size", "archive_hashes")
+_ARCHIVE_KEYS = ("archive_name", "archive_size", "archive_hashes")
+
+LayerStatus = Literal["ok", "missing", "size-mismatch", "hash-mismatch"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LayerCheck:
+    """The result for one layer archive."""
+
+    layer_name: str
+    install_target: str
+    kind: str  # "runtimes" | "frameworks" | "applications"
+    target_platform: str | None
+    archive_name: str
+    status: LayerStatus
+    expected_size: int
+    actual_size: int | None
+    expected_sha256: str
+    actual_sha256: str | None
+    metadata_files: tuple[str, ...]  # relative to the output folder
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "layer_name": self.layer_name,
+            "install_target": self.install_target,
+            "kind": self.kind,
+            "target_platform": self.target_platform,
+            "archive_name": self.archive_name,
+            "status": self.status,
+            "expected_size": self.expected_size,
+            "actual_size": self.actual_size,
+            "expected_sha256": self.expected_sha256,
+            "actual_sha256": self.actual_sha256,
+            "metadata_files": list(self.metadata_files),
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class MetadataProblem:
+    """Metadata that is unreadable, incomplete or self-contradictory."""
+
+    file: str  # relative to the output folder
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"file": self.file, "message": self.message}
+
+
+@dataclass(frozen=True, kw_only=True)
+class VerifyReport:
+    out_dir: Path
+    manifests: tuple[str, ...]
+    layers: tuple[LayerCheck, ...]
+    unexpected: tuple[str, ...]
+    metadata_problems: tuple[MetadataProblem, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        """Every layer archive matches its metadata and the metadata is consistent."""
+        return not self.metadata_problems and all(layer.ok for layer in self.layers)
+
+    @property
+    def clean(self) -> bool:
+        """``ok``, and no archive in the folder is unaccounted for."""
+        return self.ok and not self.unexpected
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "metadata_version": REPORT_METADATA_VERSION,
+            "out_dir": os.fspath(self.out_dir),
+            "ok": self.ok,
+            "clean": self.clean,
+            "manifests": list(self.manifests),
+            "layers": [layer.as_dict() for layer in self.layers],
+            "unexpected": list(self.unexpected),
+            "metadata_problems": [p.as_dict() for p in self.metadata_problems],
+        }
+
+    def to_json(self) -> str:
+        """Stable JSON (2-space indent, sorted keys, trailing newline)."""
+        return json.dumps(self.as_dict(), indent=2, sort_keys=True) + "\n"
+
+    def render_text(self) -> str:
+        lines = []
+        width = max((len(layer.install_target) for layer in self.layers), default=0)
+        for layer in self.layers:
+            line = f"{layer.status:<13} {layer.install_target:<{width}}  {layer.archive_name}"
+            if layer.status == "ok":
+                line += f" ({_human_size(layer.expected_size)})"
+            elif layer.status == "missing":
+                line += " (archive file not found)"
+            elif layer.status == "size-mismatch":
+                line += f" (expected {layer.expected_size} bytes, found {layer.actual_size})"
+            else:
+                line += (
+                    f" (expected sha256 {layer.expected_sha256}, found {layer.actual_sha256})"
+                )
+            lines.append(line)
+        for problem in self.metadata_problems:
+            lines.append(f"metadata      {problem.file}: {problem.message}")
+        for name in self.unexpected:
+            lines.append(f"unexpected    {name} (not named by any metadata file)")
+        counts: dict[str, int] = {}
+        for layer in self.layers:
+            counts[layer.status] = counts.get(layer.status, 0) + 1
+        parts = [f"{len(self.layers)} layer archive(s)"]
+        parts += [f"{n} {status}" for status, n in sorted(counts.items())]
+        if self.metadata_problems:
+            parts.append(f"{len(self.metadata_problems)} metadata problem(s)")
+        if self.unexpected:
+            parts.append(f"{len(self.unexpected)} unexpected archive(s)")
+        verdict = "OK" if self.ok else "FAILED"
+        lines.append(f"{verdict}: " + ", ".join(parts))
+        return "\n".join(lines) + "\n"
+
+
+def _human_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError  # pragma: no cover
+
+
+def sha256_file(path: Path, *, chunk_size: int = 1024 * 1024) -> str:
+    """SHA-256 (hex) of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk_size):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------------
+# Reading metadata
+# ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _Record:
+    """One layer as described by a manifest entry and/or a per-layer file."""
+
+    entry: dict[str, Any]
+    kind: str
+    sources: list[str]
+
+
+def _load_json(path: Path, rel: str, problems: list[MetadataProblem]) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        problems.append(MetadataProblem(file=rel, message=f"cannot read JSON: {exc}"))
+        return None
+
+
+def find_manifests(out: Path) -> list[Path]:
+    """``venvstacks.json`` / ``venvstacks-<plat>.json`` files in ``out/__venvstacks__``."""
+    meta_dir = Path(out) / METADATA_DIR
+    if not meta_dir.is_dir():
+        return []
+    return sorted(
+        p
+        for p in meta_dir.iterdir()
+        if p.is_file()
+        and p.suffix == ".json"
+        and (p.name == "venvstacks.json" or p.name.startswith("venvstacks-"))
+    )
+
+
+def _manifest_platform_suffix(manifest: Path) -> str:
+    """"" for venvstacks.json, "-<plat>" for venvstacks-<plat>.json."""
+    return manifest.stem[len("venvstacks") :]
+
+
+def layer_metadata_path(out: Path, manifest: Path, layer_name: str) -> Path:
+    """The per-layer file that goes with a manifest entry."""
+    suffix = _manifest_platform_suffix(manifest)
+    return Path(out) / METADATA_DIR / LAYER_METADATA_DIR / f"{layer_name}{suffix}.json"
+
+
+def _infer_kind(entry: dict[str, Any]) -> str:
+    if "app_launch_module" in entry:
+        return "applications"
+    if "required_layers" in entry:
+        return "frameworks"
+    return "runtimes"
+
+
+def _is_local_export(entries: list[dict[str, Any]]) -> bool:
+    return bool(entries) and all(
+        "install_target" in e and not any(k in e for k in _ARCHIVE_KEYS) for e in entries
+    )
+
+
+def _entry_problem(entry: Any) -> str | None:
+    if not isinstance(entry, dict):
+        return "layer entry is not a JSON object"
+    missing = [k for k in _REQUIRED_KEYS if k not in entry]
+    if missing:
+        return f"layer entry {entry.get('layer_name', '?')!r} lacks {', '.join(missing)}"
+    name = entry["archive_name"]
+    if (
+        not isinstance(name, str)
+        or not name
+        or name in (".", "..")
+        or "/" in name
+        or "\\" in name
+        or "\0" in name
+    ):
+        return f"layer {entry['layer_name']!r}: archive_name {name!r} is not a plain file name"
+    size = entry["archive_size"]
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        return f"layer {entry['layer_name']!r}: archive_size {size!r} is not a byte count"
+    hashes = entry["archive_hashes"]
+    sha = hashes.get("sha256") if isinstance(hashes, dict) else None
+    if not isinstance(sha, str) or len(sha) != 64 or not all(c in "0123456789abcdef" for c in sha.lower()):
+        return f"layer {entry['layer_name']!r}: archive_hashes has no valid sha256"
+    return None
+
+
+def _read_metadata(
+    out: Path,
+) -> tuple[list[str], list[_Record], list[MetadataProblem], set[str]]:
+    meta_dir = out / METADATA_DIR
+    layer_dir = meta_dir / LAYER_METADATA_DIR
+    manifests = find_manifests(out)
+    layer_files = sorted(layer_dir.glob("*.json")) if layer_dir.is_dir() else []
+    if not manifests and not layer_files:
+        raise VerifyError(
+            f"no {METADATA_DIR} metadata in {out}, did you mean the publish output folder?",
+            hint=f"verify expects {out}/{METADATA_DIR}/venvstacks.json next to the archives",
+        )
+
+    problems: list[MetadataProblem] = []
+    records: list[_Record] = []
+    all_entries: list[dict[str, Any]] = []
+    claimed: dict[Path, _Record] = {}  # per-layer file -> the manifest record it pairs with
+    mentioned: set[str] = set()  # every archive_name in any metadata file, valid or not
+
+    for manifest in manifests:
+        rel = os.fspath(manifest.relative_to(out))
+        data = _load_json(manifest, rel, problems)
+        if data is None:
+            continue
+        layers = data.get("layers") if isinstance(data, dict) else None
+        if not isinstance(layers, dict):
+            problems.append(MetadataProblem(file=rel, message="no 'layers' table"))
+            continue
+        for kind in LAYER_KINDS:
+            entries = layers.get(kind, [])
+            if not isinstance(entries, list):
+                problems.append(MetadataProblem(file=rel, message=f"'layers.{kind}' is not a list"))
+                continue
+            for entry in entries:
+                if isinstance(entry, dict):
+                    all_entries.append(entry)
+                    _note_archive_name(entry, mentioned)
+                why = _entry_problem(entry)
+                if why:
+                    problems.append(MetadataProblem(file=rel, message=why))
+                    continue
+                record = _Record(entry=entry, kind=kind, sources=[rel])
+                records.append(record)
+                layer_file = layer_metadata_path(out, manifest, entry["layer_name"])
+                if layer_file in claimed:
+                    problems.append(
+                        MetadataProblem(
+                            file=rel,
+                            message=f"layer {entry['layer_name']!r} is listed more than once",
+                        )
+                    )
+                else:
+                    claimed[layer_file] = record
+
+    for layer_file in layer_files:
+        rel = os.fspath(layer_file.relative_to(out))
+        data = _load_json(layer_file, rel, problems)
+        if data is None:
+            continue
+        if isinstance(data, dict):
+            all_entries.append(data)
+            _note_archive_name(data, mentioned)
+        why = _entry_problem(data)
+        if why:
+            problems.append(MetadataProblem(file=rel, message=why))
+            continue
+        record = claimed.get(layer_file)
+        if record is None:
+            # Not in any current manifest (e.g. published earlier with --include).
+            records.append(_Record(entry=data, kind=_infer_kind(data), sources=[rel]))
+            continue
+        record.sources.append(rel)
+        differing = sorted(
+            k
+            for k in set(record.entry) | set(data)
+            if record.entry.get(k, _MISSING) != data.get(k, _MISSING)
+        )
+        if differing:
+            problems.append(
+                MetadataProblem(
+                    file=rel,
+                    message=f"disagrees with {record.sources[0]} on {', '.join(differing)}",
+                )
+            )
+
+    if _is_local_export(all_entries):
+        raise VerifyError(
+            f"{out} holds local-export metadata (no archive_name/archive_hashes): "
+            "there are no archives to verify",
+            hint="point verify at the publish output folder (the one with the archives)",
+        )
+    for layer_file, record in claimed.items():
+        if not layer_file.exists():
+            problems.append(
+                MetadataProblem(
+                    file=os.fspath(layer_file.relative_to(out)),
+                    message=f"per-layer metadata for {record.entry['layer_name']!r} "
+                    f"(listed in {record.sources[0]}) is missing",
+                )
+            )
+    manifest_names = [os.fspath(m.relative_to(out)) for m in manifests]
+    return manifest_names, records, problems, mentioned
+
+
+def _note_archive_name(entry: dict[str, Any], mentioned: set[str]) -> None:
+    name = entry.get("archive_name")
+    if isinstance(name, str):
+        mentioned.add(name)
+
+
+_MISSING = object()
+
+
+# ---------------------------------------------------------------------------------
+# Checking archives
+# ---------------------------------------------------------------------------------
+
+
+def _check_archive(out: Path, record: _Record) -> LayerCheck:
+    entry = record.entry
+    expected_size = entry["archive_size"]
+    expected_sha = entry["archive_hashes"]["sha256"].lower()
+    path = out / entry["archive_name"]
+    actual_size: int | None = None
+    actual_sha: str | None = None
+    status: LayerStatus
+    try:
+        actual_size = path.stat().st_size if path.is_file() else None
+    except OSError:
+        actual_size = None
+    if actual_size is None:
+        status = "missing"
+    elif actual_size != expected_size:
+        status = "size-mismatch"
+    else:
+        try:
+            actual_sha = sha256_file(path)
+        except OSError as exc:
+            raise VerifyError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        status = "ok" if actual_sha == expected_sha else "hash-mismatch"
+    return LayerCheck(
+        layer_name=str(entry["layer_name"]),
+        install_target=str(entry["install_target"]),
+        kind=record.kind,
+        target_platform=entry.get("target_platform"),
+        archive_name=entry["archive_name"],
+        status=status,
+        expected_size=expected_size,
+        actual_size=actual_size,
+        expected_sha256=expected_sha,
+        actual_sha256=actual_sha,
+        metadata_files=tuple(record.sources),
+    )
+
+
+def verify_output_dir(out: Path) -> VerifyReport:
+    """Check every archive named by the metadata in ``out`` (size, then SHA-256)."""
+    out = Path(out)
+    if not out.is_dir():
+        raise VerifyError(f"{out} does not exist or is not a folder")
+    manifests, records, problems, mentioned = _read_metadata(out)
+
+    # One check per archive file; several records naming one archive must agree.
+    by_archive: dict[str, _Record] = {}
+    for record in records:
+        name = record.entry["archive_name"]
+        first = by_archive.get(name)
+        if first is None:
+            by_archive[name] = record
+            continue
+        for key in ("archive_size", "archive_hashes"):
+            if first.entry.get(key) != record.entry.get(key):
+                problems.append(
+                    MetadataProblem(
+                        file=record.sources[0],
+                        message=f"{key} of {name} disagrees with {first.sources[0]}",
+                    )
+                )
+        first.sources.extend(s for s in record.sources if s not in first.sources)
+
+    kind_order = {kind: i for i, kind in enumerate(LAYER_KINDS)}
+    checks = sorted(
+        (_check_archive(out, record) for record in by_archive.values()),
+        key=lambda c: (kind_order.get(c.kind, 99), c.install_target, c.archive_name),
+    )
+    unexpected = sorted(
+        p.name
+        for p in out.iterdir()
+        if p.name.endswith(ARCHIVE_SUFFIXES) and p.is_file() and p.name not in mentioned
+    )
+    return VerifyReport(
+        out_dir=out,
+        manifests=tuple(manifests),
+        layers=tuple(checks),
+        unexpected=tuple(unexpected),
+        metadata_problems=tuple(problems),
+    )
