@@ -602,12 +602,19 @@ def build_runtime(
     filename = archive_filename(version, triple)
     pyver = ".".join(version.split(".")[:2])
 
+    if not force:
+        cached = find_cached_build(version, inputs_digest(build_inputs(version)), cache)
+        if cached is not None:
+            log.info("reusing cached runtime %s", cached)
+            return _copy_out(cached, output_dir)
+    ensure_build_dependencies()
+    inputs = build_inputs(version)  # again: apt-get may just have installed packages
+    digest = inputs_digest(inputs)
+
     # The build directory is fixed (for determinism), so the lock lives next to it: two
     # builds of one version never run at once, whichever cache they write to.
     with _locked(build_root() / f"cpython-{version}.lock"):
-        ensure_build_dependencies()
-        inputs = build_inputs(version)
-        digest = inputs_digest(inputs)
+        # someone else may have finished the same build while we waited for the lock
         cached = None if force else find_cached_build(version, digest, cache)
         if cached is not None:
             log.info("reusing cached runtime %s", cached)
@@ -625,6 +632,7 @@ def build_runtime(
             openssl = _smoke_test(tree, pyver)
             _remove_bytecode(tree)  # belt and braces: nothing compiled may reach the archive
             floor = glibc_floor(tree)
+            (cache / "runtimes").mkdir(parents=True, exist_ok=True)
             tmpdir = Path(tempfile.mkdtemp(prefix=".build-", dir=cache / "runtimes"))
             try:
                 staged = tmpdir / filename
@@ -658,13 +666,18 @@ def build_runtime(
             shutil.rmtree(work, ignore_errors=True)
             result = final_dir / filename
             log.info("built %s in %.0f s", result, time.monotonic() - t0)
+    return _copy_out(result, output_dir)
+
+
+def _copy_out(archive: Path, output_dir: Path | None) -> Path:
+    """Copy the archive and its sidecar into ``output_dir`` (if given); return the cache path."""
     if output_dir is not None:
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
-        for src in (result, result.with_name(result.name + ".json")):
+        for src in (archive, archive.with_name(archive.name + ".json")):
             if src.resolve() != (output_dir / src.name).resolve():
                 shutil.copyfile(src, output_dir / src.name)
-    return result
+    return archive
 
 
 def read_sidecar(archive: Path) -> dict[str, object]:
@@ -700,16 +713,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VenvstacksDockerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.return_code
+    except OSError as exc:
+        error = RuntimeArchiveError(f"building the runtime failed: {exc}")
+        print(f"error: {error}", file=sys.stderr)
+        return error.return_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     meta = read_sidecar(archive)
-    if args.json:
-        meta = dict(meta, path=str(archive))
-        print(json.dumps(meta, indent=2, sort_keys=True))
-    else:
-        print(archive)
-        print(f"sha256 {meta['sha256']}  glibc>={meta['glibc_floor']}")
+    try:
+        if args.json:
+            meta = dict(meta, path=str(archive))
+            print(json.dumps(meta, indent=2, sort_keys=True))
+        else:
+            print(archive)
+            print(f"sha256 {meta['sha256']}  glibc>={meta['glibc_floor']}")
+        sys.stdout.flush()
+    except BrokenPipeError:  # e.g. piped into `head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
