@@ -1,0 +1,228 @@
+"""deploy: unpack published layers side by side and run their postinstall.py in order."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from venvstacks_docker.archive import write_archive
+from venvstacks_docker.deploy import deploy
+from venvstacks_docker.errors import CommandError, SpecError, VerifyError
+from venvstacks_docker.verify import sha256_file
+
+MTIME = 1_700_000_000
+
+# Each layer's postinstall.py records that (and where, and how) it ran.
+POSTINSTALL = """\
+import json, os, sys
+from pathlib import Path
+here = Path(__file__).resolve().parent
+with open(here.parent / "deploy-order.log", "a", encoding="utf-8") as log:
+    log.write(here.name + "\\n")
+ran = {"cwd": os.getcwd(), "isolated": sys.flags.isolated, "utf8": sys.flags.utf8_mode,
+       "python": sys.executable}
+(here / "postinstall-ran.json").write_text(json.dumps(ran), encoding="utf-8")
+"""
+
+RUNTIME = "cpython@3.11"
+FRAMEWORK = "framework-x@1"
+APP = "app-hello@1"
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _layer_src(root: Path, name: str, *, config: dict[str, Any], postinstall: str = POSTINSTALL) -> Path:
+    (root / "bin").mkdir(parents=True)
+    (root / "postinstall.py").write_text(postinstall, encoding="utf-8")
+    _write_json(root / "share" / "venv" / "metadata" / "venvstacks_layer.json", config)
+    (root / "lib" / "python3.11" / "site-packages").mkdir(parents=True)
+    (root / "lib" / "python3.11" / "site-packages" / f"{name.split('@')[0].replace('-', '_')}.py").write_text(
+        "VALUE = 1\n"
+    )
+    return root
+
+
+def _entry(kind: str, layer_name: str, target: str, archive: Path) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "layer_name": layer_name,
+        "install_target": target,
+        "runtime_layer": RUNTIME,
+        "archive_build": 1,
+        "archive_name": archive.name,
+        "archive_size": archive.stat().st_size,
+        "archive_hashes": {"sha256": sha256_file(archive)},
+        "target_platform": "linux_x86_64",
+    }
+    if kind != "runtimes":
+        entry["required_layers"] = [FRAMEWORK] if kind == "applications" else []
+    if kind == "applications":
+        entry["app_launch_module"] = "hello"
+    return entry
+
+
+def _write_metadata(out: Path, entries: dict[str, list[dict[str, Any]]], manifest: str = "venvstacks.json") -> None:
+    _write_json(out / "__venvstacks__" / manifest, {"layers": entries})
+    for kind_entries in entries.values():
+        for entry in kind_entries:
+            _write_json(out / "__venvstacks__" / "env_metadata" / f"{entry['layer_name']}.json", entry)
+
+
+def publish(tmp_path: Path, *, app_postinstall: str = POSTINSTALL) -> Path:
+    """A runtime (whose python wraps this interpreter), a framework and an app."""
+    src = tmp_path / "src"
+    out = tmp_path / "published"
+    rt = _layer_src(src / RUNTIME, "cpython", config={"python": "bin/python3", "base_python": "bin/python3"})
+    wrapper = rt / "bin" / "python3"
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    wrapper.chmod(0o755)
+    fw = _layer_src(src / FRAMEWORK, "framework-x", config={"python": "bin/python"})
+    (fw / "bin" / "python").symlink_to(f"../../{RUNTIME}/bin/python3")
+    app = _layer_src(
+        src / APP, "app-hello", config={"python": "bin/python", "launch_module": "hello"},
+        postinstall=app_postinstall,
+    )
+    (app / "bin" / "python").symlink_to(f"../../{RUNTIME}/bin/python3")
+    (app / "lib" / "python3.11" / "site-packages" / "hello.py").write_text("print('hello')\n")
+
+    entries: dict[str, list[dict[str, Any]]] = {"runtimes": [], "frameworks": [], "applications": []}
+    for kind, layer_name, tree in (
+        ("applications", "app-hello", app),  # written first: order must come from the kind
+        ("runtimes", "cpython-3.11", rt),
+        ("frameworks", "framework-x", fw),
+    ):
+        result = write_archive(tree, out / f"{tree.name}.tar.xz", root_name=tree.name, mtime=MTIME)
+        entries[kind].append(_entry(kind, layer_name, tree.name, result.path))
+    _write_metadata(out, entries)
+    return out
+
+
+def test_deploy_unpacks_and_runs_postinstall_in_order(tmp_path: Path) -> None:
+    out = publish(tmp_path)
+    target = tmp_path / "deploy target with space"
+    result = deploy(out, target)
+
+    assert result.target == target.resolve()
+    assert result.manifest == out / "__venvstacks__" / "venvstacks.json"
+    assert [(layer.kind, layer.install_target) for layer in result.layers] == [
+        ("runtimes", RUNTIME),
+        ("frameworks", FRAMEWORK),
+        ("applications", APP),
+    ]
+    assert [layer.path for layer in result.layers] == [target.resolve() / n for n in (RUNTIME, FRAMEWORK, APP)]
+    assert (target / "deploy-order.log").read_text().splitlines() == [RUNTIME, FRAMEWORK, APP]
+    for name in (RUNTIME, FRAMEWORK, APP):
+        ran = json.loads((target / name / "postinstall-ran.json").read_text())
+        assert ran["cwd"] == str(target.resolve() / name)
+        assert ran["isolated"] == 1 and ran["utf8"] == 1
+
+    (app,) = result.applications
+    assert (app.install_target, app.launch_module) == (APP, "hello")
+    assert app.python == target.resolve() / APP / "bin" / "python"
+    # the app's python is a relative link into the runtime layer, and it works
+    assert os.readlink(app.python) == f"../../{RUNTIME}/bin/python3"
+    proc = subprocess.run(
+        [app.python, "-c", "import sys; print(sys.version_info[:2])"],
+        check=True, capture_output=True, text=True,
+    )
+    assert proc.stdout.strip() == str(sys.version_info[:2])
+    assert f"-m hello" in result.render_text()
+
+
+def test_deploy_with_explicit_python(tmp_path: Path) -> None:
+    out = publish(tmp_path)
+    result = deploy(out, tmp_path / "t", python=sys.executable)
+    ran = json.loads((result.layers[0].path / "postinstall-ran.json").read_text())
+    assert Path(ran["python"]).resolve() == Path(sys.executable).resolve()
+    assert len(result.layers) == 3
+
+
+def test_escaping_member_is_refused_and_nothing_is_left(tmp_path: Path) -> None:
+    out = publish(tmp_path)
+    # replace the app archive with a hand-made one whose second member escapes
+    evil = out / f"{APP}.tar.xz"
+    with tarfile.open(evil, "w:xz") as tar:
+        top = tarfile.TarInfo(APP)
+        top.type = tarfile.DIRTYPE
+        tar.addfile(top)
+        payload = b"escaped\n"
+        info = tarfile.TarInfo(f"{APP}/../../escaped.txt")
+        info.size = len(payload)
+        tar.addfile(info, io.BytesIO(payload))
+    manifest_path = out / "__venvstacks__" / "venvstacks.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["layers"]["applications"][0].update(
+        archive_size=evil.stat().st_size, archive_hashes={"sha256": sha256_file(evil)}
+    )
+    _write_json(manifest_path, manifest)
+
+    target = tmp_path / "deploy target"
+    with pytest.raises(VerifyError, match=r"refusing to extract .*'\.\.'"):
+        deploy(out, target)
+    assert not (tmp_path / "escaped.txt").exists()
+    assert not (target.parent / "escaped.txt").exists()
+    assert list(target.iterdir()) == []  # runtime and framework were rolled back, no postinstall ran
+
+
+def test_tampered_archive_is_refused_before_unpacking(tmp_path: Path) -> None:
+    out = publish(tmp_path)
+    archive = out / f"{FRAMEWORK}.tar.xz"
+    blob = bytearray(archive.read_bytes())
+    blob[-20] ^= 0xFF
+    archive.write_bytes(bytes(blob))
+    target = tmp_path / "t"
+    with pytest.raises(VerifyError, match=f"{FRAMEWORK}.tar.xz has sha256"):
+        deploy(out, target)
+    assert not target.exists()
+
+
+def test_existing_layer_folder_is_refused(tmp_path: Path) -> None:
+    out = publish(tmp_path)
+    target = tmp_path / "t"
+    (target / FRAMEWORK).mkdir(parents=True)
+    (target / FRAMEWORK / "keep.txt").write_text("mine")
+    with pytest.raises(SpecError, match=f"already contains {FRAMEWORK}"):
+        deploy(out, target)
+    assert sorted(p.name for p in target.iterdir()) == [FRAMEWORK]
+    assert (target / FRAMEWORK / "keep.txt").read_text() == "mine"
+
+
+def test_failing_postinstall_rolls_back(tmp_path: Path) -> None:
+    out = publish(tmp_path, app_postinstall="import sys\nsys.exit('app postinstall broke')\n")
+    target = tmp_path / "t"
+    with pytest.raises(CommandError, match=f"(?s)postinstall.py of layer {APP} failed.*app postinstall broke"):
+        deploy(out, target)
+    assert sorted(p.name for p in target.iterdir()) == ["deploy-order.log"]
+    assert (target / "deploy-order.log").read_text().splitlines() == [RUNTIME, FRAMEWORK]
+
+
+def test_several_manifests_need_a_choice(tmp_path: Path) -> None:
+    out = publish(tmp_path)
+    meta = out / "__venvstacks__"
+    (meta / "venvstacks.json").rename(meta / "venvstacks-linux_x86_64.json")
+    (meta / "venvstacks-linux_aarch64.json").write_text('{"layers": {}}\n')
+    with pytest.raises(SpecError, match="venvstacks-linux_aarch64.json, venvstacks-linux_x86_64.json"):
+        deploy(out, tmp_path / "t")
+    result = deploy(out, tmp_path / "t", manifest=Path("venvstacks-linux_x86_64.json"))
+    assert result.manifest == meta / "venvstacks-linux_x86_64.json"
+    assert len(result.layers) == 3
+
+
+def test_wrong_folder_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="did you mean the publish output folder"):
+        deploy(tmp_path, tmp_path / "t")
+    export = tmp_path / "_export"
+    entry = {"layer_name": "cpython-3.11", "install_target": RUNTIME}
+    _write_json(export / "__venvstacks__" / "venvstacks.json", {"layers": {"runtimes": [entry]}})
+    with pytest.raises(SpecError, match="local-export"):
+        deploy(export, tmp_path / "t")
