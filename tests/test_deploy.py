@@ -136,7 +136,13 @@ def test_deploy_unpacks_and_runs_postinstall_in_order(tmp_path: Path) -> None:
         check=True, capture_output=True, text=True,
     )
     assert proc.stdout.strip() == str(sys.version_info[:2])
-    assert f"-m hello" in result.render_text()
+    assert f"{app.python} -m hello" in result.render_text()
+    as_dict = result.as_dict()
+    assert json.loads(json.dumps(as_dict)) == as_dict
+    assert [layer["install_target"] for layer in as_dict["layers"]] == [RUNTIME, FRAMEWORK, APP]
+    assert as_dict["applications"] == [
+        {"layer_name": "app-hello", "install_target": APP, "launch_module": "hello", "python": str(app.python)}
+    ]
 
 
 def test_deploy_with_explicit_python(tmp_path: Path) -> None:

@@ -55,6 +55,31 @@ class DeployResult:
     layers: tuple[DeployedLayer, ...]
     applications: tuple[DeployedApp, ...]
 
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready description (paths as strings), for ``--json`` output."""
+        return {
+            "target": os.fspath(self.target),
+            "manifest": os.fspath(self.manifest),
+            "layers": [
+                {
+                    "kind": layer.kind,
+                    "layer_name": layer.layer_name,
+                    "install_target": layer.install_target,
+                    "path": os.fspath(layer.path),
+                }
+                for layer in self.layers
+            ],
+            "applications": [
+                {
+                    "layer_name": app.layer_name,
+                    "install_target": app.install_target,
+                    "launch_module": app.launch_module,
+                    "python": os.fspath(app.python),
+                }
+                for app in self.applications
+            ],
+        }
+
     def render_text(self) -> str:
         lines = [f"deployed {len(self.layers)} layer(s) into {self.target}"]
         lines += [f"  {layer.kind[:-1]:<11} {layer.install_target}" for layer in self.layers]
