@@ -252,6 +252,24 @@ def show(
         _print_tree(spec, layers)
 
 
+def _show_selection(spec: _spec.StackSpec, layers: list[_spec.LayerSpec], ops: dict[str, list[str]], *,
+                    show: bool, show_only: bool, json_output: bool) -> bool:
+    """venvstacks' --show/--show-only/--json rules; True means stop here.
+
+    ``--json`` alone implies ``--show-only`` (the selection as JSON); ``--show --json``
+    runs the command and prints its results as JSON.
+    """
+    if show_only or (json_output and not show):
+        if json_output:
+            _emit_json(_stack_json(spec, layers, ops))
+        else:
+            _print_tree(spec, layers, ops)
+        return True
+    if show and not json_output:
+        _print_tree(spec, layers, ops)
+    return False
+
+
 # --- lock ---------------------------------------------------------------------------
 
 
@@ -334,13 +352,8 @@ def lock(
     layers, force = _lock_selection(spec, included, has_include=bool(include), if_needed=if_needed,
                                     lock_dependencies=lock_dependencies)
     ops = {l.env_name: (["lock"] if l.env_name in force else ["lock-if-needed"]) for l in layers}
-    if show or show_only or (json_output and not show):
-        if json_output:
-            _emit_json(_stack_json(spec, layers, ops)) if show_only or not show else None
-        else:
-            _print_tree(spec, layers, ops)
-        if show_only or (json_output and not show):
-            return
+    if _show_selection(spec, layers, ops, show=show, show_only=show_only, json_output=json_output):
+        return
     if clean:
         for rt in {spec.runtime_of(l).env_name for l in layers}:
             _build._remove_tree(ctx, ctx.build_dir / rt)
@@ -463,10 +476,8 @@ def build(
             ops[l.env_name].append("build" if l in build_targets or build_dependencies else "build-if-needed")
         if l in publish_targets:
             ops[l.env_name].append("publish")
-    if show or show_only:
-        _emit_json(_stack_json(spec, everything, ops)) if json_output else _print_tree(spec, everything, ops)
-        if show_only:
-            return
+    if _show_selection(spec, everything, ops, show=show, show_only=show_only, json_output=json_output):
+        return
     if lock_if_needed or lock_:
         layers, force = _lock_selection(spec, everything, has_include=False, if_needed=True,
                                         lock_dependencies=lock_dependencies)
@@ -521,11 +532,9 @@ def publish(
     if publish_dependencies:
         layers = _with_dependencies(spec, layers)
     layers = _buildable(ctx, layers, explicit=bool(include))
-    if show or show_only:
-        ops = {l.env_name: ["publish"] for l in layers}
-        _emit_json(_stack_json(spec, layers, ops)) if json_output else _print_tree(spec, layers, ops)
-        if show_only:
-            return
+    ops = {l.env_name: ["publish"] for l in layers}
+    if _show_selection(spec, layers, ops, show=show, show_only=show_only, json_output=json_output):
+        return
     _publish_step(ctx, layers, _resolve_dir(spec, output_dir), tag_outputs=tag_outputs, force=force,
                   dry_run=dry_run, json_output=json_output)
 
@@ -561,11 +570,9 @@ def local_export(
         layers = _with_dependencies(spec, layers)
     layers = _buildable(ctx, layers, explicit=bool(include))
     out_dir = _resolve_dir(spec, output_dir)
-    if show or show_only or dry_run:
-        ops = {l.env_name: ["export"] for l in layers}
-        _emit_json(_stack_json(spec, layers, ops)) if json_output else _print_tree(spec, layers, ops)
-        if show_only or dry_run:
-            return
+    ops = {l.env_name: ["export"] for l in layers}
+    if _show_selection(spec, layers, ops, show=show, show_only=show_only or dry_run, json_output=json_output):
+        return
     with _progress("exporting") as say:
         results, manifest = _export.export_layers(ctx, layers, out_dir, force=force, on_event=say)
     if json_output:
