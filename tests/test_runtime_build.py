@@ -7,7 +7,6 @@ third-party library the runtime carries has been deleted.
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import re

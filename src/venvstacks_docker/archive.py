@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
-from venvstacks_docker.errors import PublishError, VenvstacksDockerError, VerifyError
+from venvstacks_docker.errors import Interrupted, PublishError, VenvstacksDockerError, VerifyError
 
 ArchiveFormat = Literal["tar.xz", "zip"]
 
@@ -203,6 +203,7 @@ def write_archive(
     threads: int | None = None,
     chunk_size: int = XZ_CHUNK_SIZE,
     progress: Callable[[int], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> ArchiveResult:
     """Pack ``src_dir`` into ``archive_path`` so that it unpacks as ``root_name/``.
 
@@ -210,7 +211,9 @@ def write_archive(
     ``threads`` (default ``os.cpu_count()``) only affects speed, never the bytes.
     ``chunk_size`` is the tar.xz chunk size (see ``XZ_CHUNK_SIZE``; changing it
     changes the bytes).  ``progress``, if given, is called with the number of
-    uncompressed bytes processed so far.
+    uncompressed bytes processed so far.  ``cancel``, if given, lets another thread
+    abort the write (raising :class:`Interrupted`), e.g. when the user presses Ctrl-C
+    while archives are written on worker threads.
 
     The archive is written to a temporary file next to ``archive_path`` and renamed
     into place only when complete; on any error or interrupt the temporary file is
@@ -238,10 +241,10 @@ def write_archive(
         with open(tmp_path, "wb") as f:
             if fmt == "tar.xz":
                 size, sha256, tar_sha256 = _write_tar_xz(
-                    src_dir, f, root_name, mtime, threads, chunk_size, progress
+                    src_dir, f, root_name, mtime, threads, chunk_size, progress, cancel
                 )
             else:
-                _write_zip(src_dir, f, root_name, mtime, progress)
+                _write_zip(src_dir, f, root_name, mtime, progress, cancel)
                 size, sha256, tar_sha256 = f.tell(), None, None
             f.flush()
             os.fsync(f.fileno())
@@ -376,8 +379,9 @@ def _write_tar_xz(
     threads: int,
     chunk_size: int,
     progress: Callable[[int], None] | None,
+    cancel: threading.Event | None = None,
 ) -> tuple[int, str, str]:
-    cancel = threading.Event()
+    cancel = cancel if cancel is not None else threading.Event()
     pool = concurrent.futures.ThreadPoolExecutor(
         max_workers=threads, thread_name_prefix="xz-chunk"
     )
@@ -399,6 +403,7 @@ def _write_tar_xz(
             copybufsize=_COPY_BUFSIZE,
         )
         for entry in _walk(src_dir, allow_symlinks=True):
+            _check_cancel(cancel)
             info = tarfile.TarInfo(f"{root_name}/{entry.rel}" if entry.rel else root_name)
             info.mtime = mtime
             info.mode = entry.mode
@@ -425,12 +430,18 @@ def _write_tar_xz(
                         raise
         tar.close()  # end-of-archive blocks and record padding; sink stays open
         sink.finish()
+        _check_cancel(cancel)
     except BaseException:
         cancel.set()
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
     return sink.size, sink.sha256.hexdigest(), sink.tar_sha256.hexdigest()
+
+
+def _check_cancel(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise Interrupted("archive writing was cancelled")
 
 
 def _zip_info(name: str, mtime: int) -> zipfile.ZipInfo:
@@ -453,6 +464,7 @@ def _write_zip(
     root_name: str,
     mtime: int,
     progress: Callable[[int], None] | None,
+    cancel: threading.Event | None = None,
 ) -> None:
     # Symlinks are refused (PublishError) rather than stored as 0o120777 link entries:
     # zip archives are for Windows targets, whose extractors (Explorer, zipfile,
@@ -460,6 +472,7 @@ def _write_zip(
     done = 0
     with zipfile.ZipFile(out, "w", allowZip64=True) as zf:
         for entry in _walk(src_dir, allow_symlinks=False):
+            _check_cancel(cancel)
             name = f"{root_name}/{entry.rel}" if entry.rel else root_name
             if entry.kind == "dir":
                 info = _zip_info(name + "/", mtime)

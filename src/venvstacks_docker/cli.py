@@ -617,11 +617,9 @@ def deploy(
     with _progress("deploying"):
         result = _deploy.deploy(output_dir, target, manifest=manifest)
     if json_output:
-        _emit_json(result.to_json() if hasattr(result, "to_json") else {"target": str(target)})
+        _emit_json(result.as_dict())
     else:
-        out.print(f"Deployed to {target}")
-        for app_info in getattr(result, "applications", []):
-            out.print(f"  run: {app_info.python} -m {app_info.launch_module}")
+        out.print(result.render_text(), end="", markup=False)
 
 
 # --- container dispatch ---------------------------------------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import shutil
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -264,6 +265,8 @@ def publish_layers(
             manifest_path(out, plat, tag_outputs)
 
     out.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(out)
+    cancel = threading.Event()
 
     def do(plan: tuple[LayerSpec, dict[str, Any], Path, bool]) -> PublishedLayer:
         layer, metadata, archive_path, reuse = plan
@@ -278,7 +281,7 @@ def publish_layers(
             stage_layer(ctx, layer, stage)
             result = _archive.write_archive(stage, archive_path, root_name=metadata["install_target"],
                                             mtime=metadata["venvstacks_docker"]["source_date_epoch"],
-                                            fmt=fmt)
+                                            fmt=fmt, cancel=cancel)
         finally:
             shutil.rmtree(stage, ignore_errors=True)
         ours = {**metadata["venvstacks_docker"], "archive_tar_sha256": result.tar_sha256}
@@ -289,12 +292,44 @@ def publish_layers(
     # Layers are archived concurrently and each archive compresses its chunks on a
     # thread pool; output bytes do not depend on either.
     workers = max(1, min(len(plans), jobs or os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="publish")
+    try:
         results = list(pool.map(do, plans))
+    except BaseException:
+        # Ctrl-C or a failed layer: stop the other archive writers; each removes its
+        # temporary file, so no archive appears and no metadata is written
+        cancel.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
     for item in results:
         write_json_if_changed(metadata_paths(out, item.layer, plat, tag_outputs), item.metadata)
     manifest = write_manifest(ctx, out, tag_outputs)
     return results, manifest
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Remove temporary files a killed earlier run left (only our own naming patterns)."""
+    for folder in (out, out / METADATA_DIR, out / METADATA_DIR / "env_metadata"):
+        if not folder.is_dir():
+            continue
+        for item in folder.iterdir():
+            name = item.name
+            if item.is_file() and name.startswith(".") and (".tmp-" in name or name.endswith(".tmp")):
+                pid = name.rsplit(".tmp-", 1)[-1] if ".tmp-" in name else ""
+                if pid.isdigit() and _alive(int(pid)):
+                    continue
+                item.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def write_manifest(ctx: _build.BuildContext, out: Path, tagged: bool) -> Path:

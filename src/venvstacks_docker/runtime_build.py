@@ -20,7 +20,6 @@ import contextlib
 import fcntl
 import gzip
 import hashlib
-import io
 import json
 import logging
 import os

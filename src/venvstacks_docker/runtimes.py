@@ -408,8 +408,7 @@ def acquire_runtime(
         found = search.accept(path, origin="cache", in_cache=True)
         if found:
             return found
-    if not entries:
-        search.tried.append(f"cache {runtimes_dir()}: nothing matching")
+    search.tried.append(f"cache {runtimes_dir()}: no usable match")
 
     upstream_note: str | None = None
     if not offline:

@@ -131,3 +131,21 @@ def test_image_cli_render_matches_library(tmp_path, monkeypatch: pytest.MonkeyPa
     assert result.exit_code == 0, result.output
     assert out.read_bytes() == images.render_for_target("linux_aarch64", base_image="x:1")
     assert b"FROM x:1\n" in out.read_bytes()
+
+
+def test_only_locking_gets_the_network() -> None:
+    from venvstacks_docker.host.dispatch import needs_network
+
+    assert needs_network("lock", ["lock", "venvstacks.toml"])
+    assert not needs_network("build", ["build", "venvstacks.toml", "--publish"])
+    assert needs_network("build", ["build", "venvstacks.toml", "--lock-if-needed"])
+    assert not needs_network("publish", ["publish", "venvstacks.toml"])
+    assert not needs_network("local-export", ["local-export", "venvstacks.toml"])
+
+
+def test_tool_command_runs_the_package_with_the_image_python() -> None:
+    from venvstacks_docker.host.orchestrator import tool_command
+
+    assert tool_command(["lock", "x.toml", "--native"]) == [
+        "/opt/venvstacks-docker/python/bin/python3", "-m", "venvstacks_docker", "lock", "x.toml", "--native",
+    ]  # fmt: skip

@@ -15,13 +15,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import io
 import json
 import os
 import platform
 import shutil
 import stat
-import sys
 import tarfile
 import tempfile
 import tomllib
@@ -164,7 +162,7 @@ def render_dockerfile(context: Mapping[str, object], *, template: str = TEMPLATE
         lstrip_blocks=True,
     )
     try:
-        text = env.get_template(template).render(**context)
+        text = str(env.get_template(template).render(**context))
     except jinja2.TemplateNotFound:
         raise ContainerError(
             f"Dockerfile template {template!r} not found in {folder}",
@@ -976,7 +974,7 @@ def bootstrap_base(
         work = Path(tempfile.mkdtemp(prefix="venvstacks-docker-bootstrap-"))
         try:
             rootfs = work / "rootfs"
-            cmd = [
+            cmd: list[str | Path] = [
                 debootstrap,
                 "--variant=minbase",
                 f"--include={','.join(inputs['packages'])}",

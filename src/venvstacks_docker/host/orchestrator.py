@@ -8,6 +8,7 @@ prints or writes into metadata is identical inside and outside.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
@@ -19,6 +20,11 @@ from venvstacks_docker.host.images import CONTAINER_HOME, TOOL_PYTHON, TOOL_ROOT
 
 if TYPE_CHECKING:
     import docker
+
+#: Environment variables telling the in-container tool which builder image it runs in.
+BUILDER_TAG_ENV: Final = "VENVSTACKS_DOCKER_BUILDER_IMAGE"
+BUILDER_ID_ENV: Final = "VENVSTACKS_DOCKER_BUILDER_IMAGE_ID"
+BUILDER_INPUTS_ENV: Final = "VENVSTACKS_DOCKER_BUILDER_INPUTS"
 
 #: Container paths a same-path mount may not hide or replace.
 _PROTECTED: Final = (
@@ -103,7 +109,9 @@ def run_in_builder(
 
     ``argv`` is passed through unchanged: the caller adds ``--native`` (or whatever
     keeps the inner run from starting containers of its own).  The container also sees
-    ``VENVSTACKS_DOCKER_IN_CONTAINER=1``.
+    ``VENVSTACKS_DOCKER_IN_CONTAINER=1`` and the builder image's tag, ID and inputs
+    (JSON) in ``VENVSTACKS_DOCKER_BUILDER_IMAGE``, ``VENVSTACKS_DOCKER_BUILDER_IMAGE_ID``
+    and ``VENVSTACKS_DOCKER_BUILDER_INPUTS``, for publish metadata.
 
     :param argv: the tool's CLI arguments.
     :param image: the builder image to use (:func:`~venvstacks_docker.host.images.ensure_builder_image`).
@@ -128,7 +136,14 @@ def run_in_builder(
     if working_dir is None:
         cwd = os.getcwd()
         working_dir = cwd if any(_is_within(cwd, m.container_path) for m in mount_list) else "/tmp"
-    environment = {"VENVSTACKS_DOCKER_IN_CONTAINER": "1", **(env or {})}
+    environment = {
+        "VENVSTACKS_DOCKER_IN_CONTAINER": "1",
+        # So publish can record which builder made the archives.
+        BUILDER_TAG_ENV: image.tag,
+        BUILDER_ID_ENV: image.image_id,
+        BUILDER_INPUTS_ENV: json.dumps(image.inputs, sort_keys=True, separators=(",", ":")),
+        **(env or {}),
+    }
     command = tool_command(argv)
     with BuilderContainer(
         client,
@@ -154,4 +169,12 @@ def run_in_builder(
         )
 
 
-__all__ = ["ContainerStepFailed", "run_in_builder", "same_path_mounts", "tool_command"]
+__all__ = [
+    "BUILDER_ID_ENV",
+    "BUILDER_INPUTS_ENV",
+    "BUILDER_TAG_ENV",
+    "ContainerStepFailed",
+    "run_in_builder",
+    "same_path_mounts",
+    "tool_command",
+]
