@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -23,7 +24,7 @@ from venvstacks_docker.archive import (
     safe_extract,
     write_archive,
 )
-from venvstacks_docker.errors import PublishError, VerifyError
+from venvstacks_docker.errors import Interrupted, PublishError, VerifyError
 
 MTIME = 1_700_000_000
 LONG_NAME = "very-long-folder-name-" * 4 + "/" + "and-an-even-longer-file-name-" * 3 + ".txt"
@@ -352,6 +353,35 @@ def test_keyboard_interrupt_leaves_no_temp_file(tmp_path: Path, fmt: str) -> Non
         )
     assert temp_seen and temp_seen[0] == [f".{target.name}.tmp-{os.getpid()}"]
     assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("fmt", ["tar.xz", "zip"])
+def test_cancel_event_stops_the_writer(tmp_path: Path, fmt: str) -> None:
+    tree = tmp_path / "src"
+    tree.mkdir()
+    rng = random.Random(11)
+    for i in range(6):
+        (tree / f"f{i}.bin").write_bytes(rng.randbytes(200 * 1024))
+    out = tmp_path / "out"
+    cancel = threading.Event()
+    with pytest.raises(Interrupted, match="cancelled"):
+        write_archive(
+            tree, out / f"x{archive_suffix(fmt)}", root_name="x", mtime=MTIME, fmt=fmt,  # type: ignore[arg-type]
+            chunk_size=128 * 1024, threads=2, cancel=cancel, progress=lambda done: cancel.set(),
+        )
+    assert list(out.iterdir()) == []
+
+
+def test_own_failure_does_not_set_the_callers_cancel_event(tmp_path: Path) -> None:
+    tree = tmp_path / "src"
+    tree.mkdir()
+    (tree / "a.bin").write_bytes(random.Random(12).randbytes(300 * 1024))
+    os.mkfifo(tree / "b-pipe")
+    cancel = threading.Event()
+    with pytest.raises(PublishError):
+        write_archive(tree, tmp_path / "x.tar.xz", root_name="x", mtime=MTIME,
+                      chunk_size=128 * 1024, cancel=cancel)
+    assert not cancel.is_set()
 
 
 def test_bad_arguments(tmp_path: Path) -> None:

@@ -283,8 +283,21 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _xz_compress(chunk: bytearray, cancel: threading.Event) -> bytes | None:
-    """Compress one chunk into one complete xz stream (runs in a worker thread)."""
+class _Stop:
+    """Why chunk workers should stop: this writer failed, or the caller cancelled."""
+
+    def __init__(self, external: threading.Event | None) -> None:
+        self.failed = threading.Event()
+        self.external = external
+
+    def is_set(self) -> bool:
+        return self.failed.is_set() or (self.external is not None and self.external.is_set())
+
+
+def _xz_compress(chunk: bytearray, cancel: _Stop) -> bytes | None:
+    """Compress one chunk into one complete xz stream (runs in a worker thread).
+
+    Returns None if told to stop before finishing."""
     comp = lzma.LZMACompressor(format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64, preset=XZ_PRESET)
     out = []
     view = memoryview(chunk)
@@ -309,7 +322,7 @@ class _ChunkedXzWriter:
         self,
         out: IO[bytes],
         pool: concurrent.futures.ThreadPoolExecutor,
-        cancel: threading.Event,
+        cancel: _Stop,
         *,
         chunk_size: int,
         max_in_flight: int,
@@ -347,6 +360,7 @@ class _ChunkedXzWriter:
         return n
 
     def _submit(self) -> None:
+        _check_cancel(self._cancel.external)
         while len(self._pending) >= self._max_in_flight:
             self._write_oldest()
         chunk, self._buf = self._buf, bytearray()
@@ -356,7 +370,8 @@ class _ChunkedXzWriter:
     def _write_oldest(self) -> None:
         future, n = self._pending.popleft()
         data = future.result()
-        assert data is not None  # only None when cancelled, and then we never get here
+        if data is None:  # the worker saw the caller's cancel event
+            raise Interrupted("archive writing was cancelled")
         self._out.write(data)
         self.sha256.update(data)
         self.size += len(data)
@@ -381,7 +396,7 @@ def _write_tar_xz(
     progress: Callable[[int], None] | None,
     cancel: threading.Event | None = None,
 ) -> tuple[int, str, str]:
-    cancel = cancel if cancel is not None else threading.Event()
+    stop = _Stop(cancel)
     pool = concurrent.futures.ThreadPoolExecutor(
         max_workers=threads, thread_name_prefix="xz-chunk"
     )
@@ -389,7 +404,7 @@ def _write_tar_xz(
         sink = _ChunkedXzWriter(
             out,
             pool,
-            cancel,
+            stop,
             chunk_size=chunk_size,
             max_in_flight=threads + 1,
             progress=progress,
@@ -432,7 +447,7 @@ def _write_tar_xz(
         sink.finish()
         _check_cancel(cancel)
     except BaseException:
-        cancel.set()
+        stop.failed.set()  # only our own workers: the caller's event is theirs to set
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
@@ -486,7 +501,7 @@ def _write_zip(
             _set_zip_level(info, ZIP_LEVEL)
             info.file_size = entry.size  # decides zip64 up front, deterministically
             with open(entry.path, "rb") as src, zf.open(info, "w", force_zip64=False) as dst:
-                copied = _copy(src, dst)
+                copied = _copy(src, dst, cancel)
             if copied != entry.size:
                 raise PublishError(f"{entry.path} changed size while it was being archived")
             done += copied
@@ -494,9 +509,10 @@ def _write_zip(
                 progress(done)
 
 
-def _copy(src: IO[bytes], dst: IO[bytes]) -> int:
+def _copy(src: IO[bytes], dst: IO[bytes], cancel: threading.Event | None = None) -> int:
     n = 0
     while block := src.read(_COPY_BUFSIZE):
+        _check_cancel(cancel)
         dst.write(block)
         n += len(block)
     return n
