@@ -215,6 +215,10 @@ def write_archive(
     abort the write (raising :class:`Interrupted`), e.g. when the user presses Ctrl-C
     while archives are written on worker threads.
 
+    Refused with ``PublishError``: absolute symlinks, FIFOs/sockets/devices, and for
+    ``zip`` (Windows targets) any symlink, because Windows extractors would turn a
+    link entry into a small text file.  Hard links are stored as regular files.
+
     The archive is written to a temporary file next to ``archive_path`` and renamed
     into place only when complete; on any error or interrupt the temporary file is
     removed and ``archive_path`` is left untouched.
