@@ -149,3 +149,14 @@ def test_tool_command_runs_the_package_with_the_image_python() -> None:
     assert tool_command(["lock", "x.toml", "--native"]) == [
         "/opt/venvstacks-docker/python/bin/python3", "-m", "venvstacks_docker", "lock", "x.toml", "--native",
     ]  # fmt: skip
+
+
+def test_networked_steps_trust_the_hosts_ca_bundle(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from venvstacks_docker.host.dispatch import CONTAINER_CA_FILE, network_passthrough
+
+    bundle = tmp_path / "ca.crt"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    env, mounts = network_passthrough({"SSL_CERT_FILE": str(bundle), "https_proxy": "http://proxy:3128"})
+    assert env == {"SSL_CERT_FILE": CONTAINER_CA_FILE, "https_proxy": "http://proxy:3128"}
+    assert [(m.host_path, m.container_path, m.read_only) for m in mounts] == [(bundle, CONTAINER_CA_FILE, True)]
+    assert network_passthrough({}) == ({}, [])

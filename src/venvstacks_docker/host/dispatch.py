@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from venvstacks_docker.errors import ContainerError, VenvstacksDockerError
-from venvstacks_docker.host.container import StreamName
+from venvstacks_docker.host.container import Mount, StreamName
 from venvstacks_docker.host.images import ensure_builder_image, host_target
 from venvstacks_docker.host.orchestrator import run_in_builder, same_path_mounts
 
@@ -99,6 +99,34 @@ def prefetch_for_offline_build(
         lock_dir = _lock.lock_paths(spec, layer).folder
         refs = [_wheels.wheel_ref(wheel, lock_dir) for _pkg, wheel in chosen]
         _wheels.ensure_wheels(refs, ctx.wheel_dir, on_fetch=lambda name: say(f"fetching {name}"))
+
+
+#: Where the host's CA bundle appears in networked containers.
+CONTAINER_CA_FILE: Final = "/run/venvstacks-docker/ca-certificates.crt"
+_PROXY_VARIABLES: Final = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY")
+
+
+def network_passthrough(environ: Mapping[str, str] | None = None) -> tuple[dict[str, str], list[Mount]]:
+    """Environment and mounts that let a networked container reach the index like the host.
+
+    Proxy variables are copied, and a host CA bundle named by ``SSL_CERT_FILE`` (or
+    ``REQUESTS_CA_BUNDLE``) is mounted read-only and named by ``SSL_CERT_FILE`` inside,
+    so a TLS-intercepting proxy's certificate is trusted there too.
+    """
+    environ = os.environ if environ is None else environ
+    env: dict[str, str] = {}
+    for name in _PROXY_VARIABLES:
+        for variant in (name, name.lower()):
+            if environ.get(variant):
+                env[variant] = environ[variant]
+    mounts: list[Mount] = []
+    for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        bundle = environ.get(name)
+        if bundle and Path(bundle).is_file():
+            mounts.append(Mount(Path(bundle).resolve(), CONTAINER_CA_FILE, True))
+            env["SSL_CERT_FILE"] = CONTAINER_CA_FILE
+            break
+    return env, mounts
 
 
 def _relay(line: str, stream: StreamName) -> None:
@@ -197,9 +225,13 @@ def run_command_in_container(
         "VENVSTACKS_DOCKER_CACHE": str(cache),
         "UV_CACHE_DIR": str(cache / "uv"),
     }
-    for name in ("NO_COLOR", "FORCE_COLOR", "UV_INDEX_URL", "UV_EXTRA_INDEX_URL", "PIP_INDEX_URL"):
+    for name in ("NO_COLOR", "FORCE_COLOR", "UV_INDEX_URL", "UV_EXTRA_INDEX_URL", "UV_DEFAULT_INDEX"):
         if name in os.environ:
             env[name] = os.environ[name]
+    if network:
+        net_env, net_mounts = network_passthrough()
+        env.update(net_env)
+        mounts = [*mounts, *net_mounts]
     say(f"running `{command}` in the container (network {'on' if network else 'off'})")
     run_in_builder(
         [*argv, "--native"],
@@ -213,4 +245,9 @@ def run_command_in_container(
     )
 
 
-__all__ = ["needs_network", "prefetch_for_offline_build", "run_command_in_container"]
+__all__ = [
+    "needs_network",
+    "network_passthrough",
+    "prefetch_for_offline_build",
+    "run_command_in_container",
+]

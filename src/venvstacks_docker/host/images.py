@@ -654,6 +654,58 @@ def _stream_build(
     return image_id
 
 
+def _tool_fingerprint() -> str:
+    """A cheap hash of the tool's own files: source tree, or the installed RECORD.
+
+    It stands in for the wheel hash when looking up an already-built image, so the
+    common case (nothing changed) needs neither `uv build` nor a dependency resolution.
+    """
+    digest = hashlib.sha256(__version__.encode())
+    root = source_root()
+    if root is not None:
+        for folder in (root / "src" / "venvstacks_docker", root / "Dockerfiles"):
+            for path, rel in _sorted_tree(folder):
+                if "__pycache__" in rel or path.is_dir() or path.suffix == ".pyc":
+                    continue
+                digest.update(f"{folder.name}/{rel}\0".encode())
+                digest.update(hashlib.sha256(path.read_bytes()).digest())
+        digest.update((root / "pyproject.toml").read_bytes())
+        return digest.hexdigest()
+    from importlib import metadata
+
+    try:
+        record = metadata.distribution("venvstacks-docker").read_text("RECORD") or ""
+    except metadata.PackageNotFoundError:
+        record = ""
+    digest.update(record.encode())
+    return digest.hexdigest()
+
+
+def _memo_path(target: str, base_id: str, runtime_sha: str, tool: str) -> Path:
+    key = hashlib.sha256(f"{INPUTS_VERSION}\0{target}\0{base_id}\0{runtime_sha}\0{tool}".encode()).hexdigest()
+    return _cache_root() / "builder-images" / f"{key[:32]}.json"
+
+
+def _memo_lookup(client: docker.DockerClient, memo: Path) -> BuilderImage | None:
+    try:
+        data = json.loads(memo.read_text(encoding="utf-8"))
+        tag, image_id = str(data["tag"]), str(data["image_id"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    image = _image_or_none(client, tag)
+    if image is None or image.id != image_id:
+        return None
+    return BuilderImage(tag=tag, image_id=image_id, inputs=dict(data.get("inputs", {})))
+
+
+def _memo_store(memo: Path, image: BuilderImage) -> None:
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    tmp = memo.with_suffix(f".tmp-{os.getpid()}")
+    payload = {"tag": image.tag, "image_id": image.image_id, "inputs": image.inputs}
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, memo)
+
+
 def _existing_builder(client: docker.DockerClient, tag: str) -> BuilderImage | None:
     image = _image_or_none(client, tag)
     if image is None:
@@ -702,6 +754,16 @@ def ensure_builder_image(
     else:
         runtime_path, runtime_sha = find_runtime_archive(target)
 
+    # Fast path: the same tool files, base and runtime were turned into an image before.
+    # (Skipped with an explicit wheel: its bytes are the input then.)
+    memo = None
+    if tool_wheel is None:
+        memo = _memo_path(target, base.id, runtime_sha, _tool_fingerprint())
+        known = None if force else _memo_lookup(client, memo)
+        if known is not None:
+            on_progress(f"builder image {known.tag} already exists ({known.image_id[:19]})")
+            return known
+
     with _locked(f"builder-{target}"), tempfile.TemporaryDirectory(prefix="venvstacks-docker-ctx-") as tmp:
         work = Path(tmp)
         ctx = work / "context"
@@ -743,6 +805,8 @@ def ensure_builder_image(
         existing = _existing_builder(client, tag)
         if existing is not None and not force:
             on_progress(f"builder image {tag} already exists ({existing.image_id[:19]})")
+            if memo is not None:
+                _memo_store(memo, existing)
             return existing
 
         on_progress(f"building {tag}")
@@ -770,7 +834,10 @@ def ensure_builder_image(
             # A forced rebuild moved the tag; drop the old image if nothing else uses it.
             _remove_images(client, [existing.image_id], keep=set())
         on_progress(f"built {tag} ({image_id[:19]})")
-        return BuilderImage(tag=tag, image_id=image_id, inputs=inputs)
+        built = BuilderImage(tag=tag, image_id=image_id, inputs=inputs)
+        if memo is not None:
+            _memo_store(memo, built)
+        return built
 
 
 # --------------------------------------------------------------------------- bootstrap
