@@ -221,6 +221,18 @@ def test_cached_archive_is_reused_without_rebuilding(archive: Path) -> None:
     assert time.monotonic() - started < 60
 
 
+def test_build_cli_reports_the_cached_archive_as_json(
+    archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_dir = tmp_path / "out"
+    assert runtime_build.main(["--version", RUNTIME_VERSION, "--json", "--output-dir", str(out_dir)]) == 0
+    meta = json.loads(capsys.readouterr().out)
+    assert meta["path"] == str(archive)
+    assert meta["sha256"] == archive.parent.name
+    assert (out_dir / archive.name).read_bytes() == archive.read_bytes()
+    assert (out_dir / (archive.name + ".json")).is_file()
+
+
 def test_acquire_runtime_finds_the_built_archive_offline(archive: Path) -> None:
     request = RuntimeRequest(
         implementation="cpython",

@@ -303,3 +303,73 @@ def test_extract_runtime_rejects_garbage(tmp_path: Path) -> None:
     bogus.write_bytes(b"not a tarball at all")
     with pytest.raises(RuntimeArchiveError, match="cannot unpack"):
         extract_runtime(bogus, tmp_path / "dest")
+
+
+# ----------------------------------------------------------------------------- build inputs
+
+
+def test_source_with_wrong_hash_is_refused_and_not_cached(tmp_path: Path) -> None:
+    from venvstacks_docker.runtime_build import SourcePin, fetch_source
+
+    tarball = tmp_path / "upstream" / "python3.11_3.11.2.orig.tar.gz"
+    tarball.parent.mkdir()
+    tarball.write_bytes(b"tampered")
+    pin = SourcePin(version="3.11.2", url=tarball.as_uri(), sha256="1" * 64, size=8,
+                    source_date_epoch=0)
+    cache = tmp_path / "cache"
+    with pytest.raises(RuntimeArchiveError) as excinfo:
+        fetch_source(pin, cache)
+    assert "1" * 64 in str(excinfo.value)
+    assert sha(tarball) in str(excinfo.value)
+    assert not list((cache / "sources").rglob("*.tar.gz"))
+
+
+def test_source_is_downloaded_once(tmp_path: Path) -> None:
+    from venvstacks_docker.runtime_build import SourcePin, fetch_source
+
+    tarball = tmp_path / "upstream" / "python3.11_3.11.2.orig.tar.gz"
+    tarball.parent.mkdir()
+    tarball.write_bytes(b"pristine source")
+    pin = SourcePin(version="3.11.2", url=tarball.as_uri(), sha256=sha(tarball), size=15,
+                    source_date_epoch=0)
+    first = fetch_source(pin, tmp_path / "cache")
+    assert first == tmp_path / "cache" / "sources" / sha(tarball) / tarball.name
+    tarball.unlink()  # a second call must not need the origin any more
+    assert fetch_source(pin, tmp_path / "cache") == first
+
+
+def test_build_cli_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    from venvstacks_docker.runtime_build import main
+
+    for argv in (["--version", "2.7.18"], ["--jobs", "0"]):
+        with pytest.raises(SystemExit) as excinfo:
+            main(argv)
+        assert excinfo.value.code == 2
+    assert "--jobs must be at least 1" in capsys.readouterr().err
+
+
+def test_deterministic_archive_writer(tmp_path: Path) -> None:
+    from venvstacks_docker.runtime_build import write_archive
+
+    trees = []
+    for n, umask_mode in enumerate((0o644, 0o664)):
+        tree = tmp_path / f"tree{n}"
+        (tree / "bin").mkdir(parents=True)
+        (tree / "bin" / "tool").write_text("#!/bin/sh\n")
+        (tree / "bin" / "tool").chmod(0o775 if n else 0o755)
+        (tree / "bin" / "alias").symlink_to("tool")
+        (tree / "data.txt").write_text("data")
+        (tree / "data.txt").chmod(umask_mode)
+        os.utime(tree / "data.txt", (n * 1000, n * 1000))
+        trees.append(tree)
+    outs = []
+    for n, tree in enumerate(trees):
+        out = tmp_path / f"out{n}.tar.gz"
+        write_archive(tree, out, mtime=1675814400)
+        outs.append(out)
+    assert outs[0].read_bytes() == outs[1].read_bytes()
+    with tarfile.open(outs[0]) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+    assert members["python/bin/tool"].mode == 0o755
+    assert members["python/data.txt"].mode == 0o644
+    assert members["python/bin/alias"].issym()
