@@ -206,3 +206,9 @@ def test_image_cli_list_json(docker_client, builder_image) -> None:  # type: ign
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     assert any(builder_image.tag in row["tags"] for row in rows)
+
+
+def test_prune_keeps_the_newest(docker_client, builder_image) -> None:  # type: ignore[no-untyped-def]
+    # Keeping more than exist removes nothing (a real prune would disturb parallel runs).
+    assert images.prune_builder_images(docker_client, keep=10_000) == []
+    docker_client.images.get(builder_image.tag)

@@ -225,4 +225,26 @@ def list_command(as_json: JsonOption = False) -> None:
         sys.stdout.write("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() + "\n")
 
 
+@image_app.command(
+    "prune",
+    help=(
+        "Remove old builder images, keeping the newest per target. Every change to the "
+        "tool's files makes a new builder tag, so old ones pile up during development. "
+        "Base images are kept."
+    ),
+)
+def prune_command(
+    keep: Annotated[int, typer.Option("--keep", help="How many builder images to keep per target.", min=0)] = 1,
+    as_json: JsonOption = False,
+) -> None:
+    from venvstacks_docker.host.engine import connect
+
+    removed = images.prune_builder_images(connect(), keep=keep)
+    if as_json:
+        _print_json({"removed": removed})
+    else:
+        for tag in removed:
+            sys.stdout.write(f"removed {tag}\n")
+
+
 __all__ = ["image_app"]

@@ -1112,6 +1112,31 @@ def list_tool_images(client: docker.DockerClient) -> list[dict[str, Any]]:
     return rows
 
 
+def prune_builder_images(client: docker.DockerClient, *, keep: int = 1) -> list[str]:
+    """Remove old builder images, keeping the ``keep`` newest per target.
+
+    Base images are never touched.  An image a container still uses is left alone.
+    Returns the tags removed.
+    """
+    import docker
+
+    by_target: dict[str, list[dict[str, Any]]] = {}
+    for row in list_tool_images(client):
+        if row["role"] == "builder":
+            by_target.setdefault(str(row["inputs"].get("target", "")), []).append(row)
+    removed: list[str] = []
+    for rows in by_target.values():
+        rows.sort(key=lambda r: str(r["created"]), reverse=True)
+        for row in rows[max(keep, 0):]:
+            for tag in row["tags"]:
+                try:
+                    client.images.remove(tag)
+                    removed.append(tag)
+                except docker.errors.APIError:
+                    pass  # in use by a container: keep it
+    return sorted(removed)
+
+
 def render_for_target(
     target: str,
     *,
@@ -1156,6 +1181,7 @@ __all__ = [
     "ensure_builder_image",
     "list_tool_images",
     "pinned_base_image",
+    "prune_builder_images",
     "render_dockerfile",
     "render_for_target",
     "resolve_base_image",
