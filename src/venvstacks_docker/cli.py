@@ -245,7 +245,9 @@ def show(
     spec = _load(spec_path)
     layers = _select(spec, include, allow_missing)
     if include:
-        layers = _with_derived(spec, _with_dependencies(spec, layers))
+        # matches, what they depend on, and what depends on them
+        related = {l.env_name for l in _with_dependencies(spec, layers) + _with_derived(spec, layers)}
+        layers = [l for l in spec.all_layers() if l.env_name in related]
     if json_output:
         _emit_json(_stack_json(spec, layers, None))
     else:
@@ -660,7 +662,8 @@ def _register_subapps(args: list[str]) -> None:
     runtime_app = typer.Typer(help="Python runtime archives (python-build-standalone layout).",
                               no_args_is_help=True)
 
-    @runtime_app.command("build", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    @runtime_app.command("build", add_help_option=False,
+                         context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
     def runtime_build_cmd(ctx: typer.Context) -> None:
         """Build a relocatable CPython runtime archive from a pinned source tarball (see --help)."""
         code = runtime_build.main(list(ctx.args))
@@ -684,10 +687,17 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     _register_subapps(args)
     if threading_main():
+        # Ctrl-C and SIGTERM both unwind through the cleanup paths (temporary files,
+        # containers).  SIGINT is set explicitly: a process started in the background
+        # by a non-interactive shell inherits SIGINT as ignored.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, _on_sigterm)
     code = 0
     try:
-        app(args=args, prog_name="venvstacks-docker", standalone_mode=False)
+        result = app(args=args, prog_name="venvstacks-docker", standalone_mode=False)
+        # without standalone mode, typer returns the code of a raised typer.Exit
+        if isinstance(result, int):
+            code = result
     except VenvstacksDockerError as exc:
         _print_error(exc)
         code = exc.return_code

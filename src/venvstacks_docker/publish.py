@@ -14,6 +14,7 @@ unchanged stack republishes in well under a second and rewrites nothing.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import shutil
 import threading
@@ -184,11 +185,15 @@ def _our_metadata(ctx: _build.BuildContext, layer: LayerSpec, epoch: int, epoch_
         "compression": (f"xz preset {_archive.XZ_PRESET}, {_archive.XZ_CHUNK_SIZE >> 20} MiB streams"
                         if fmt == "tar.xz" else f"deflate level {_archive.ZIP_LEVEL}"),
     }
-    builder = os.environ.get("VENVSTACKS_DOCKER_BUILDER_IMAGE")
-    if builder:
-        import json
-
-        ours["builder_image"] = json.loads(builder)
+    # set by the host when this runs inside a builder container (host/orchestrator.py)
+    tag = os.environ.get("VENVSTACKS_DOCKER_BUILDER_IMAGE")
+    if tag:
+        builder: dict[str, Any] = {"tag": tag, "id": os.environ.get("VENVSTACKS_DOCKER_BUILDER_IMAGE_ID")}
+        try:
+            builder["inputs"] = json.loads(os.environ.get("VENVSTACKS_DOCKER_BUILDER_INPUTS") or "null")
+        except json.JSONDecodeError:
+            builder["inputs"] = None
+        ours["builder_image"] = builder
     return ours
 
 
@@ -196,7 +201,9 @@ def _inputs_hash(ctx: _build.BuildContext, layer: LayerSpec, base: dict[str, Any
     record = read_json(ctx.record_path(layer)) or {}
     items = [f"{k}={base[k]}" for k in sorted(base)]
     items += [f"ours.{k}={ours[k]}" for k in sorted(ours) if k not in ("builder_image", "source_date_epoch_from")]
-    items.append(f"build_inputs={record.get('inputs')}")
+    # where the build folder is does not change archive bytes, so it is not an input here
+    build_inputs = {k: v for k, v in (record.get("inputs") or {}).items() if k != "build_dir"}
+    items.append(f"build_inputs={build_inputs}")
     items.append(f"modules={record.get('modules')}")
     return hash_strings(items)
 

@@ -260,7 +260,11 @@ def _parse(spec_path: Path, data: dict[str, Any]) -> StackSpec:
     uv_config = tool.get("uv")
     if uv_config is None:
         uv_file = spec_path.parent / "venvstacks.uv.toml"
-        uv_config = tomllib.loads(uv_file.read_text("utf-8")) if uv_file.exists() else {}
+        try:
+            uv_config = tomllib.loads(uv_file.read_text("utf-8")) if uv_file.exists() else {}
+        except tomllib.TOMLDecodeError as exc:
+            raise SpecError(f"{uv_file.name} is not valid TOML: {exc}",
+                            hint="fix the syntax at the position shown") from exc
     if not isinstance(uv_config, dict):
         raise SpecError("[tool.uv] must be a table")
     ours = tool.get("venvstacks-docker", {})

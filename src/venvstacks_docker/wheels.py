@@ -82,8 +82,8 @@ def ensure_wheels(
         names = ", ".join(sorted(r.filename for r in todo)[:5])
         raise BuildError(
             f"{len(todo)} wheel(s) are not in the wheel cache {wheel_dir} and the network is off: {names}",
-            hint="fetch them first on a connected host (run the same command there, or "
-            "`venvstacks-docker fetch`), then retry",
+            hint="run the same build once with network access (natively, or in the container, "
+            "where the host fetches them), which fills the wheel cache; then retry",
         )
 
     def fetch(ref: WheelRef) -> None:

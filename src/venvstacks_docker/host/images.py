@@ -360,9 +360,9 @@ def find_runtime_archive(target: str) -> tuple[Path, str]:
             f"builder images need the CPython {TOOL_PYTHON_VERSION} runtime archive for "
             f"{target}, and none is available offline:\n{exc}",
             hint=(
-                f"get it first (e.g. `venvstacks-docker runtime fetch cpython@{TOOL_PYTHON_VERSION} "
-                f"--platform {target}`), or put an install_only archive in a folder named by "
-                "VENVSTACKS_DOCKER_RUNTIME_SOURCES"
+                f"build it with `scripts/build-python-runtime --version {TOOL_PYTHON_VERSION}` "
+                "(or `venvstacks-docker runtime build`), or put an install_only archive in a "
+                "folder named by VENVSTACKS_DOCKER_RUNTIME_SOURCES"
             ),
         ) from None
     return Path(found.path), str(found.sha256)
