@@ -272,7 +272,7 @@ def publish_layers(
             manifest_path(out, plat, tag_outputs)
 
     out.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(out)
+    remove_stale_temporaries(out)
     cancel = threading.Event()
 
     def do(plan: tuple[LayerSpec, dict[str, Any], Path, bool]) -> PublishedLayer:
@@ -315,8 +315,12 @@ def publish_layers(
     return results, manifest
 
 
-def _remove_stale_temporaries(out: Path) -> None:
-    """Remove temporary files a killed earlier run left (only our own naming patterns)."""
+def remove_stale_temporaries(out: Path, *, any_pid: bool = False) -> None:
+    """Remove temporary files a killed earlier run left (only our own naming patterns).
+
+    Temporaries of a process that is still alive are kept, unless ``any_pid`` (used
+    after a builder container died: its process ids mean nothing on the host).
+    """
     for folder in (out, out / METADATA_DIR, out / METADATA_DIR / "env_metadata"):
         if not folder.is_dir():
             continue
@@ -324,7 +328,7 @@ def _remove_stale_temporaries(out: Path) -> None:
             name = item.name
             if item.is_file() and name.startswith(".") and (".tmp-" in name or name.endswith(".tmp")):
                 pid = name.rsplit(".tmp-", 1)[-1] if ".tmp-" in name else ""
-                if pid.isdigit() and _alive(int(pid)):
+                if not any_pid and pid.isdigit() and _alive(int(pid)):
                     continue
                 item.unlink(missing_ok=True)
 

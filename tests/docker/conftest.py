@@ -8,6 +8,7 @@ them in seconds.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,9 @@ def docker_client():  # type: ignore[no-untyped-def]
     try:
         client = connect()
     except ContainerError as exc:
+        if os.environ.get("CI"):
+            # CI machines have an engine: a missing one is a failure, never a skip
+            pytest.fail(f"DOCKER ENGINE NOT REACHABLE ON CI: {exc}")
         pytest.skip(f"DOCKER ENGINE NOT REACHABLE: {exc}")
     yield client
     client.close()

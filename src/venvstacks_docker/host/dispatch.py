@@ -206,8 +206,16 @@ def run_command_in_container(
         folders.append(output_dir)
     for folder in folders:
         folder.mkdir(parents=True, exist_ok=True)
-    writable_spec = command == "lock" or network
-    paths: dict[Path, bool] = {spec.spec_dir.absolute(): not writable_spec, build_dir: False, cache: False}
+    # the spec folder is read-only; only requirements/ is writable, and only when locking
+    paths: dict[Path, bool] = {spec.spec_dir.absolute(): True, build_dir: False, cache: False}
+    if command == "lock" or network:
+        spec.requirements_dir.mkdir(parents=True, exist_ok=True)
+        paths[spec.requirements_dir.absolute()] = False
+    if not network:
+        # offline steps install from the hash-checked caches the host filled: read-only
+        for sub in ("wheels", "runtimes"):
+            (cache / sub).mkdir(parents=True, exist_ok=True)
+            paths[cache / sub] = True
     if output_dir is not None:
         paths[output_dir] = False
     for extra in _input_paths(spec, argv):
@@ -233,16 +241,25 @@ def run_command_in_container(
         env.update(net_env)
         mounts = [*mounts, *net_mounts]
     say(f"running `{command}` in the container (network {'on' if network else 'off'})")
-    run_in_builder(
-        [*argv, "--native"],
-        image=image,
-        mounts=mounts,
-        network=network,
-        env=env,
-        on_output=_relay,
-        working_dir=str(cwd) if any(cwd == m.host_path or m.host_path in cwd.parents for m in mounts) else None,
-        client=client,
-    )
+    try:
+        run_in_builder(
+            [*argv, "--native"],
+            image=image,
+            mounts=mounts,
+            network=network,
+            env=env,
+            on_output=_relay,
+            working_dir=str(cwd) if any(cwd == m.host_path or m.host_path in cwd.parents for m in mounts) else None,
+            client=client,
+        )
+    except BaseException:
+        # the container is gone (failed, killed or interrupted): whatever temporary
+        # files its publish left in the output folder are stale, whatever their pid
+        if output_dir is not None:
+            from venvstacks_docker.publish import remove_stale_temporaries
+
+            remove_stale_temporaries(output_dir, any_pid=True)
+        raise
 
 
 __all__ = [

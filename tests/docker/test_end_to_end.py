@@ -1,0 +1,80 @@
+"""The CLI in the builder container, end to end, against the real engine.
+
+``venvstacks-docker build --publish`` without ``--native`` runs lock/build/publish in the
+builder image; its archives must be bit-identical to the native ones, and a container
+killed mid-publish must leave the output folder as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import Published, cli, copy_sample
+
+from venvstacks_docker.host.container import LABEL_ROLE
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.runtime]
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*.tar.xz"))}
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_container_publish_is_bit_identical_to_native(
+    published_sample: Published, base_image, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    spec = copy_sample(tmp_path / "in container")
+    result = cli("build", "--publish", spec)
+    assert "in the container (network off)" in result.stderr
+    out = spec.parent / "_artifacts"
+    assert digests(out) == digests(published_sample.output_dir)
+    meta = json.loads((out / "__venvstacks__" / "env_metadata" / "framework-sklearn.json").read_text())
+    builder = meta["venvstacks_docker"]["builder_image"]
+    assert builder["tag"].startswith("venvstacks-docker-builder:")
+    assert builder["id"].startswith("sha256:")
+    assert builder["inputs"]["runtime"]["sha256"] == meta["venvstacks_docker"]["runtime_archive_sha256"]
+    # outputs belong to the caller, not to some container user
+    assert {p.stat().st_uid for p in out.rglob("*")} == {Path(spec).stat().st_uid}
+    # the spec folder was read-only in the container: no stray files appeared in it
+    assert sorted(p.name for p in spec.parent.iterdir()) == sorted(
+        ["venvstacks.toml", "launch_modules", "requirements", "_build", "_artifacts"])
+
+
+def test_killed_container_leaves_the_output_folder_as_it_was(
+    published_sample: Published, docker_client, base_image, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    spec = copy_sample(tmp_path / "killed")
+    out = tmp_path / "out"
+    cli("publish", "--native", "--include", "app-*", "--build-dir", published_sample.build_dir,
+        "--output-dir", out, published_sample.spec)
+    before = snapshot(out)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "venvstacks_docker", "build", "--publish", "--clean",
+         "--output-dir", str(out), str(spec)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # kill the builder container once it has started archiving (a temporary file appears)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and not [p for p in out.iterdir() if ".tmp" in p.name]:
+        time.sleep(0.1)
+    for container in docker_client.containers.list(filters={"label": f"{LABEL_ROLE}=builder"}):
+        if str(out) in " ".join(container.attrs["Config"]["Cmd"]):
+            container.kill()
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 6, stderr
+    assert "killed" in stderr.lower()
+    assert "Traceback" not in stderr
+    assert snapshot(out) == before
+    leftover = [c.name for c in docker_client.containers.list(all=True, filters={"label": f"{LABEL_ROLE}=builder"})
+                if str(out) in " ".join(c.attrs["Config"]["Cmd"])]
+    assert leftover == []
