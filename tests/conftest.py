@@ -1,45 +1,16 @@
-"""Shared fixtures: the real runtime archive, copies of sample_project, a CLI runner."""
+"""Shared fixtures: the real runtime archive and sample_project published once."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-SAMPLE = REPO / "sample_project"
 sys.path.insert(0, str(Path(__file__).parent))
 
-
-@dataclass
-class CliResult:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-def cli(*args: str | os.PathLike[str], env: dict[str, str] | None = None, cwd: Path | None = None,
-        check: bool = True) -> CliResult:
-    """Run the real command line (``python -m venvstacks_docker``) in a subprocess."""
-    proc = subprocess.run([sys.executable, "-m", "venvstacks_docker", *map(str, args)],
-                          capture_output=True, text=True, env=env, cwd=cwd, check=False)
-    result = CliResult(proc.returncode, proc.stdout, proc.stderr)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"command failed ({proc.returncode}): {args}\n{proc.stdout}\n{proc.stderr}")
-    return result
-
-
-def copy_sample(dest: Path) -> Path:
-    """Copy sample_project (spec, launch modules, committed locks) without build outputs."""
-    shutil.copytree(SAMPLE, dest, ignore=shutil.ignore_patterns("_build", "_artifacts", "_export",
-                                                                 "__pycache__"))
-    return dest / "venvstacks.toml"
+from _helpers import Published, cli, copy_sample  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -48,13 +19,6 @@ def runtime_archive() -> Path:
     from _runtime_fixture import ensure_runtime_archive
 
     return ensure_runtime_archive()
-
-
-@dataclass
-class Published:
-    spec: Path
-    build_dir: Path
-    output_dir: Path
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Published, cli, copy_sample
+from _helpers import Published, cli, copy_sample
 
 pytestmark = [pytest.mark.slow, pytest.mark.runtime]
 

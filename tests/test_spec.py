@@ -6,7 +6,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLE, cli
+from _helpers import SAMPLE, cli
 
 from venvstacks_docker import spec as _spec
 from venvstacks_docker.errors import SpecError

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Published, cli, copy_sample
+from _helpers import Published, cli, copy_sample
 
 from venvstacks_docker.host.container import LABEL_ROLE
 
