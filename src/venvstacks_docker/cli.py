@@ -392,6 +392,17 @@ def _buildable(ctx: _build.BuildContext, layers: list[_spec.LayerSpec], *, expli
     return ok
 
 
+def _output_selection(ctx: _build.BuildContext, include: list[str] | None, allow_missing: bool, *,
+                      dependencies: bool, derived: bool) -> list[_spec.LayerSpec]:
+    """Layers ``publish`` and ``local-export`` act on (built ones for this platform)."""
+    layers = _select(ctx.spec, include, allow_missing)
+    if derived:
+        layers = _with_derived(ctx.spec, layers)
+    if dependencies:
+        layers = _with_dependencies(ctx.spec, layers)
+    return _buildable(ctx, layers, explicit=bool(include))
+
+
 def _run_build(ctx: _build.BuildContext, layers: list[_spec.LayerSpec], *, clean: bool,
                say: Callable[[str], None]) -> dict[str, str]:
     results = {}
@@ -528,12 +539,8 @@ def publish(
     if _dispatch_to_container("publish", spec, native, base_image, build_dir=build_dir, output_dir=output_dir):
         return
     ctx = _ctx(spec, build_dir, None, offline=True)
-    layers = _select(spec, include, allow_missing)
-    if publish_derived:
-        layers = _with_derived(spec, layers)
-    if publish_dependencies:
-        layers = _with_dependencies(spec, layers)
-    layers = _buildable(ctx, layers, explicit=bool(include))
+    layers = _output_selection(ctx, include, allow_missing, dependencies=publish_dependencies,
+                               derived=publish_derived)
     ops = {l.env_name: ["publish"] for l in layers}
     if _show_selection(spec, layers, ops, show=show, show_only=show_only, json_output=json_output):
         return
@@ -565,12 +572,8 @@ def local_export(
     if _dispatch_to_container("local-export", spec, native, base_image, build_dir=build_dir, output_dir=output_dir):
         return
     ctx = _ctx(spec, build_dir, None, offline=True)
-    layers = _select(spec, include, allow_missing)
-    if publish_derived:
-        layers = _with_derived(spec, layers)
-    if publish_dependencies:
-        layers = _with_dependencies(spec, layers)
-    layers = _buildable(ctx, layers, explicit=bool(include))
+    layers = _output_selection(ctx, include, allow_missing, dependencies=publish_dependencies,
+                               derived=publish_derived)
     out_dir = _resolve_dir(spec, output_dir)
     ops = {l.env_name: ["export"] for l in layers}
     if _show_selection(spec, layers, ops, show=show, show_only=show_only or dry_run, json_output=json_output):

@@ -66,7 +66,8 @@ def hash_strings(items: list[str]) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def file_sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """SHA-256 (hex) of a file, read in 1 MiB chunks: the one file hasher of the tool."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

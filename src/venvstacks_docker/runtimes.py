@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from venvstacks_docker.errors import RuntimeArchiveError
+from venvstacks_docker.metadata import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -100,14 +101,6 @@ def cache_root() -> Path:
 
 def runtimes_dir() -> Path:
     return cache_root() / "runtimes"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _validate(request: RuntimeRequest) -> None:

@@ -14,7 +14,6 @@ archives of earlier builds in place), but ``clean`` is false.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from venvstacks_docker.errors import VerifyError
+from venvstacks_docker.metadata import sha256_file
 
 METADATA_DIR = "__venvstacks__"
 LAYER_METADATA_DIR = "env_metadata"
@@ -156,15 +156,6 @@ def _human_size(n: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     raise AssertionError  # pragma: no cover
-
-
-def sha256_file(path: Path, *, chunk_size: int = 1024 * 1024) -> str:
-    """SHA-256 (hex) of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk_size):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------

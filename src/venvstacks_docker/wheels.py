@@ -9,7 +9,6 @@ mount of the folder.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import tempfile
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from venvstacks_docker.errors import BuildError
+from venvstacks_docker.metadata import sha256_file
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,14 +44,6 @@ def wheel_ref(entry: dict[str, Any], lock_dir: Path) -> WheelRef:
     if entry.get("path"):
         path = (lock_dir / entry["path"]).resolve()
     return WheelRef(filename=filename, sha256=sha, url=entry.get("url"), path=path)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def ensure_wheels(
@@ -106,7 +98,7 @@ def _verified(path: Path, sha256: str) -> bool:
     st = path.stat()
     key = (str(path), st.st_size, st.st_mtime_ns)
     if key not in _VERIFIED:
-        _VERIFIED[key] = _sha256(path)
+        _VERIFIED[key] = sha256_file(path)
     return _VERIFIED[key] == sha256
 
 
@@ -130,7 +122,7 @@ def _fetch_one(ref: WheelRef, target: Path) -> None:
                                      hint="check the network or index settings") from exc
             else:
                 raise BuildError(f"the lock gives no URL or path for {ref.filename}")
-        actual = _sha256(tmp)
+        actual = sha256_file(tmp)
         if actual != ref.sha256:
             raise BuildError(
                 f"hash mismatch for {ref.filename}: the lock pins sha256 {ref.sha256}, got {actual}",

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from venvstacks_docker import __version__
 from venvstacks_docker._run import run
 from venvstacks_docker.errors import ContainerError, VenvstacksDockerError
+from venvstacks_docker.metadata import sha256_file
 from venvstacks_docker.resources import PINNED_IMAGES, dockerfiles_dir, source_root
 
 if TYPE_CHECKING:
@@ -298,14 +299,6 @@ def resolve_base_image(client: docker.DockerClient, choice: BaseImageChoice, tar
 # --------------------------------------------------------------------------- inputs
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _tree_sha256(root: Path) -> str:
     """Hash a folder by relative path, kind, executable bit and content."""
     digest = hashlib.sha256()
@@ -317,7 +310,7 @@ def _tree_sha256(root: Path) -> str:
             digest.update(f"D {rel}\n".encode())
         else:
             exe = "x" if st.st_mode & 0o111 else "-"
-            digest.update(f"F {rel} {exe} {_sha256_file(path)}\n".encode())
+            digest.update(f"F {rel} {exe} {sha256_file(path)}\n".encode())
     return digest.hexdigest()
 
 
@@ -379,7 +372,7 @@ def _runtime_from_cache_folder(target: str) -> tuple[Path, str]:
             f"{_cache_root() / 'runtimes'}",
             hint="fetch or build the runtime first",
         )
-    return candidates[-1], _sha256_file(candidates[-1])
+    return candidates[-1], sha256_file(candidates[-1])
 
 
 def find_tool_wheel(dest: Path, *, on_progress: ProgressCallback = _ignore) -> Path:
@@ -750,7 +743,7 @@ def ensure_builder_image(
     on_progress(f"base image: {choice.reference} ({choice.source}, {base.id[:19]})")
 
     if runtime_archive is not None:
-        runtime_path, runtime_sha = Path(runtime_archive), _sha256_file(Path(runtime_archive))
+        runtime_path, runtime_sha = Path(runtime_archive), sha256_file(Path(runtime_archive))
     else:
         runtime_path, runtime_sha = find_runtime_archive(target)
 
@@ -790,7 +783,7 @@ def ensure_builder_image(
                 "name": "venvstacks-docker",
                 "version": __version__,
                 "wheel": wheel.name,
-                "wheel_sha256": _sha256_file(wheel),
+                "wheel_sha256": sha256_file(wheel),
                 "site_sha256": _tree_sha256(ctx / "site"),
                 "bin_sha256": _tree_sha256(ctx / "bin"),
             },
