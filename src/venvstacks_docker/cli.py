@@ -614,13 +614,15 @@ def deploy(
     output_dir: Annotated[Path, typer.Argument(help="A publish output folder.")],
     target: Annotated[Path, typer.Argument(help="Folder to unpack the layers into (created if needed).")],
     manifest: Annotated[Optional[Path], typer.Option(help="Which manifest, if the folder has several.")] = None,
+    python: Annotated[Optional[str], typer.Option(
+        help="Interpreter to run postinstall.py with (default: each layer's deployed runtime).")] = None,
     json_output: JsonOpt = False,
 ) -> None:
     """\\[ours] Unpack published archives side by side and run each layer's postinstall.py."""
     from venvstacks_docker import deploy as _deploy
 
     with _progress("deploying"):
-        result = _deploy.deploy(output_dir, target, manifest=manifest)
+        result = _deploy.deploy(output_dir, target, manifest=manifest, python=python)
     if json_output:
         _emit_json(result.as_dict())
     else:
