@@ -9,11 +9,9 @@ Packages are installed by uv from the hash-checked wheel cache, never from the n
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +23,7 @@ from venvstacks_docker import platforms as _plat
 from venvstacks_docker import runtimes as _runtimes
 from venvstacks_docker._run import run
 from venvstacks_docker.errors import BuildError, LockError
-from venvstacks_docker.metadata import hash_strings, read_json, write_json
+from venvstacks_docker.metadata import read_json, write_json
 from venvstacks_docker.spec import LayerSpec, StackSpec, iter_module_files, module_hash
 from venvstacks_docker.wheels import ensure_wheels, wheel_ref
 
@@ -144,11 +142,11 @@ def ensure_runtime_interpreter(ctx: BuildContext, layer: LayerSpec) -> tuple[Pat
 
 def _unpack_runtime(ctx: BuildContext, rt: LayerSpec, archive: _runtimes.RuntimeArchive) -> None:
     env = ctx.env_dir(rt)
-    _remove_tree(ctx, env)
+    remove_tree(ctx, env)
     ctx.record_path(rt).unlink(missing_ok=True)
     env.parent.mkdir(parents=True, exist_ok=True)
     tmp = env.with_name(env.name + ".unpacking")
-    _remove_tree(ctx, tmp)
+    remove_tree(ctx, tmp)
     _runtimes.extract_runtime(archive.path, tmp)
     os.replace(tmp, env)
     bin_dir = env / "bin"
@@ -158,7 +156,7 @@ def _unpack_runtime(ctx: BuildContext, rt: LayerSpec, archive: _runtimes.Runtime
     write_json(ctx.record_path(rt), {"runtime_sha256": archive.sha256, "complete": False})
 
 
-def _remove_tree(ctx: BuildContext, path: Path) -> None:
+def remove_tree(ctx: BuildContext, path: Path) -> None:
     """Delete a folder, but only inside the build folder (never user files)."""
     if not path.exists() and not path.is_symlink():
         return
@@ -290,7 +288,7 @@ def _uninstall_by_record(site: Path, info: Path) -> None:
 def _create_layered_env(ctx: BuildContext, layer: LayerSpec) -> None:
     rt = ctx.spec.runtime_of(layer)
     env = ctx.env_dir(layer)
-    _remove_tree(ctx, env)
+    remove_tree(ctx, env)
     ctx.record_path(layer).unlink(missing_ok=True)
     rt_python = ctx.python(rt)
     if not rt_python.exists():
@@ -408,11 +406,3 @@ def layers_for_build(spec: StackSpec, plat: str, layers: list[LayerSpec]) -> lis
     """The layers that can be built on ``plat`` (their ``platforms`` include it)."""
     return [layer for layer in layers if plat in layer.platforms]
 
-
-def describe_env(ctx: BuildContext, layer: LayerSpec) -> dict[str, Any]:
-    return {"env_dir": str(ctx.env_dir(layer)), "python": str(ctx.python(layer)),
-            "module_hashes": _module_hashes(layer), "interpreter": sys.executable}
-
-
-def inputs_digest(inputs: dict[str, Any]) -> str:
-    return hash_strings([json.dumps(inputs, sort_keys=True)])

@@ -358,7 +358,7 @@ def lock(
         return
     if clean:
         for rt in {spec.runtime_of(l).env_name for l in layers}:
-            _build._remove_tree(ctx, ctx.build_dir / rt)
+            _build.remove_tree(ctx, ctx.build_dir / rt)
     with _progress("locking") as say:
         results = _run_lock(ctx, layers, force, index=_index(spec, index, local_wheels),
                             reset_patterns=reset_lock, say=say)

@@ -27,7 +27,7 @@ import tomllib
 
 from venvstacks_docker import platforms as _plat
 from venvstacks_docker._run import run
-from venvstacks_docker.errors import LockError, VenvstacksDockerError
+from venvstacks_docker.errors import LockError
 from venvstacks_docker.metadata import hash_strings, read_json, write_json, write_text_atomic
 from venvstacks_docker.spec import LayerSpec, StackSpec, canonical, module_hash
 
@@ -502,11 +502,8 @@ def lock_stack(
         if on_layer:
             on_layer(layer, "locking")
         python, pin = runtime_python_for(layer)
-        try:
-            changed = lock_layer(spec, layer, build_dir=build_dir, runtime_python=python, index=index,
-                                 reset=bool(reset and layer.env_name in reset), runtime_archive=pin)
-        except VenvstacksDockerError:
-            raise
+        changed = lock_layer(spec, layer, build_dir=build_dir, runtime_python=python, index=index,
+                             reset=bool(reset and layer.env_name in reset), runtime_archive=pin)
         results[layer.env_name] = "locked" if changed else "unchanged"
         if on_layer:
             on_layer(layer, results[layer.env_name])
