@@ -23,6 +23,7 @@ from venvstacks_docker.archive import (
     archive_suffix,
     safe_extract,
     write_archive,
+    xz_filters,
 )
 from venvstacks_docker.errors import Interrupted, PublishError, VerifyError
 
@@ -571,3 +572,21 @@ def test_safe_extract_tar_round_trip_with_gnu_tar_archive(tmp_path: Path) -> Non
     shutil.rmtree(src)
     top = safe_extract(archive, tmp_path / "dest")
     assert os.access(top / "bin" / "tool", os.X_OK)
+
+
+def test_x86_filter_chain_is_deterministic_and_readable_by_xz(tmp_path: Path) -> None:
+    """x86-64 targets get the x86 BCJ filter in front of LZMA2: still plain .tar.xz."""
+    src = make_tree(tmp_path / "src", seed=7, umask=0o022)
+    plain = write_archive(src, tmp_path / "plain.tar.xz", root_name="layer", mtime=1_700_000_000)
+    one = write_archive(src, tmp_path / "x86-1.tar.xz", root_name="layer", mtime=1_700_000_000,
+                        arch="x86_64", threads=1, chunk_size=64 * 1024)
+    two = write_archive(src, tmp_path / "x86-2.tar.xz", root_name="layer", mtime=1_700_000_000,
+                        arch="x86_64", threads=2, chunk_size=64 * 1024)
+    assert one.sha256 == two.sha256 and one.sha256 != plain.sha256
+    assert xz_filters("x86_64")[0]["id"] == lzma.FILTER_X86
+    assert xz_filters("aarch64") == [{"id": lzma.FILTER_LZMA2, "preset": 6}]
+    listing = subprocess.run(["tar", "-tJf", str(one.path)], capture_output=True, text=True, check=True)
+    assert listing.stdout.split() == expected_member_names("layer")
+    with tarfile.open(one.path) as tar:
+        with tarfile.open(plain.path) as ref:
+            assert [m.name for m in tar] == [m.name for m in ref]

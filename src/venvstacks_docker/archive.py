@@ -60,6 +60,31 @@ ArchiveFormat = Literal["tar.xz", "zip"]
 # Changing this value changes archive bytes: it is part of the determinism contract.
 XZ_CHUNK_SIZE = 32 * 1024 * 1024
 XZ_PRESET = 6  # what venvstacks (tarfile "w:xz" default) uses
+# For x86-64 targets the chain starts with the x86 branch/call/jump (BCJ) filter, which
+# turns relative call addresses in machine code into absolute ones that LZMA2 matches
+# far better, and LZMA2's nice_len drops from 64 (preset 6) to 24.  Measured on the
+# sample project's framework and runtime layers (32 MiB slices): 1-2.5 % smaller than
+# plain preset 6 and 12-33 % less CPU time.  Any xz decoder reads it (the BCJ filters
+# are part of the .xz format).  No BCJ filter for other architectures: Python's lzma
+# module has none for arm64.
+XZ_X86_NICE_LEN = 24
+
+
+def xz_filters(arch: str | None = None) -> list[dict[str, int]]:
+    """The xz filter chain for a target architecture (``"x86_64"``, ``"aarch64"``...)."""
+    if arch == "x86_64":
+        return [
+            {"id": lzma.FILTER_X86},
+            {"id": lzma.FILTER_LZMA2, "preset": XZ_PRESET, "nice_len": XZ_X86_NICE_LEN},
+        ]
+    return [{"id": lzma.FILTER_LZMA2, "preset": XZ_PRESET}]
+
+
+def xz_description(arch: str | None = None) -> str:
+    """Human-readable compressor settings, recorded in publish metadata."""
+    chain = "x86 BCJ + " if arch == "x86_64" else ""
+    nice = f", nice_len {XZ_X86_NICE_LEN}" if arch == "x86_64" else ""
+    return f"xz {chain}LZMA2 preset {XZ_PRESET}{nice}, {XZ_CHUNK_SIZE >> 20} MiB streams, liblzma"
 ZIP_LEVEL = 6
 # Input is fed to each chunk's compressor in slices of this size so that a worker
 # notices cancellation (error or Ctrl-C in the main thread) quickly.  liblzma's
@@ -204,6 +229,7 @@ def write_archive(
     chunk_size: int = XZ_CHUNK_SIZE,
     progress: Callable[[int], None] | None = None,
     cancel: threading.Event | None = None,
+    arch: str | None = None,
 ) -> ArchiveResult:
     """Pack ``src_dir`` into ``archive_path`` so that it unpacks as ``root_name/``.
 
@@ -245,7 +271,8 @@ def write_archive(
         with open(tmp_path, "wb") as f:
             if fmt == "tar.xz":
                 size, sha256, tar_sha256 = _write_tar_xz(
-                    src_dir, f, root_name, mtime, threads, chunk_size, progress, cancel
+                    src_dir, f, root_name, mtime, threads, chunk_size, progress, cancel,
+                    xz_filters(arch),
                 )
             else:
                 _write_zip(src_dir, f, root_name, mtime, progress, cancel)
@@ -298,11 +325,11 @@ class _Stop:
         return self.failed.is_set() or (self.external is not None and self.external.is_set())
 
 
-def _xz_compress(chunk: bytearray, cancel: _Stop) -> bytes | None:
+def _xz_compress(chunk: bytearray, cancel: _Stop, filters: list[dict[str, int]]) -> bytes | None:
     """Compress one chunk into one complete xz stream (runs in a worker thread).
 
     Returns None if told to stop before finishing."""
-    comp = lzma.LZMACompressor(format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64, preset=XZ_PRESET)
+    comp = lzma.LZMACompressor(format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64, filters=filters)
     out = []
     view = memoryview(chunk)
     for start in range(0, len(view), _FEED_SIZE):
@@ -331,7 +358,9 @@ class _ChunkedXzWriter:
         chunk_size: int,
         max_in_flight: int,
         progress: Callable[[int], None] | None,
+        filters: list[dict[str, int]],
     ) -> None:
+        self._filters = filters
         self._out = out
         self._pool = pool
         self._cancel = cancel
@@ -368,7 +397,7 @@ class _ChunkedXzWriter:
         while len(self._pending) >= self._max_in_flight:
             self._write_oldest()
         chunk, self._buf = self._buf, bytearray()
-        future = self._pool.submit(_xz_compress, chunk, self._cancel)
+        future = self._pool.submit(_xz_compress, chunk, self._cancel, self._filters)
         self._pending.append((future, len(chunk)))
 
     def _write_oldest(self) -> None:
@@ -399,6 +428,7 @@ def _write_tar_xz(
     chunk_size: int,
     progress: Callable[[int], None] | None,
     cancel: threading.Event | None = None,
+    filters: list[dict[str, int]] | None = None,
 ) -> tuple[int, str, str]:
     stop = _Stop(cancel)
     pool = concurrent.futures.ThreadPoolExecutor(
@@ -412,6 +442,7 @@ def _write_tar_xz(
             chunk_size=chunk_size,
             max_in_flight=threads + 1,
             progress=progress,
+            filters=filters or xz_filters(),
         )
         tar = tarfile.TarFile(
             fileobj=sink,  # type: ignore[arg-type]

@@ -182,7 +182,7 @@ def _our_metadata(ctx: _build.BuildContext, layer: LayerSpec, epoch: int, epoch_
         "runtime_archive_name": rt_meta.get("name"),
         "runtime_archive_sha256": rt_meta.get("sha256"),
         "archive_format": fmt,
-        "compression": (f"xz preset {_archive.XZ_PRESET}, {_archive.XZ_CHUNK_SIZE >> 20} MiB streams"
+        "compression": (_archive.xz_description(_plat.arch_of(ctx.platform))
                         if fmt == "tar.xz" else f"deflate level {_archive.ZIP_LEVEL}"),
     }
     # set by the host when this runs inside a builder container (host/orchestrator.py)
@@ -288,7 +288,7 @@ def publish_layers(
             stage_layer(ctx, layer, stage)
             result = _archive.write_archive(stage, archive_path, root_name=metadata["install_target"],
                                             mtime=metadata["venvstacks_docker"]["source_date_epoch"],
-                                            fmt=fmt, cancel=cancel)
+                                            fmt=fmt, cancel=cancel, arch=_plat.arch_of(plat))
         finally:
             shutil.rmtree(stage, ignore_errors=True)
         ours = {**metadata["venvstacks_docker"], "archive_tar_sha256": result.tar_sha256}
