@@ -261,7 +261,7 @@ class _Search:
             hint = (
                 "the lock/spec pins a different archive than the one available; use the archive "
                 f"with sha256 {self.expected} (via {SOURCES_ENV} or --runtime-source), or re-lock "
-                "to accept the new one"
+                "(`venvstacks-docker lock` on the stack file) to pin the available one"
             )
         else:
             hint = (
@@ -402,6 +402,11 @@ def acquire_runtime(
         if found:
             return found
     search.tried.append(f"cache {runtimes_dir()}: no usable match")
+    if expected:
+        # an archive of the same version with another hash (e.g. built on a machine with
+        # other package versions) is worth naming: the fix is then to relock
+        for path in _cached_candidates(request, None):
+            search.mismatches.append((str(path), path.parent.name))
 
     upstream_note: str | None = None
     if not offline:
