@@ -181,3 +181,21 @@ def test_interrupted_publish_leaves_no_half_written_output(published_sample: Pub
     assert sorted(published) == sorted(f"{app}.tar.xz" for app in APPS)
     assert all(published[name] == digests(published_sample.output_dir)[name] for name in published)
     assert cli("verify", out).returncode == 0
+
+
+def test_local_export_runs_every_app_and_skips_unchanged_layers(published_sample: Published, tmp_path: Path) -> None:
+    out = tmp_path / "exported here"
+    args = ("local-export", "--native", "--show", "--json", "--build-dir", published_sample.build_dir,
+            "--output-dir", out, published_sample.spec)
+    first = json.loads(cli(*args).stdout)
+    assert {l["status"] for l in first["layers"]} == {"exported"}
+    for env_name, (module, expected) in APPS.items():
+        run = subprocess.run([str(out / env_name / "bin" / "python"), "-m", module],
+                             capture_output=True, text=True, check=False)
+        assert run.returncode == 0, run.stderr
+        assert expected in run.stdout
+    combined = json.loads((out / "__venvstacks__" / "venvstacks.json").read_text())
+    assert sum(len(v) for v in combined["layers"].values()) == 6
+    assert all("archive_name" not in entry for v in combined["layers"].values() for entry in v)
+    again = json.loads(cli(*args).stdout)
+    assert {l["status"] for l in again["layers"]} == {"unchanged"}

@@ -17,7 +17,13 @@ from venvstacks_docker import build as _build
 from venvstacks_docker._run import run
 from venvstacks_docker.errors import PublishError
 from venvstacks_docker.metadata import read_json, write_json_if_changed
-from venvstacks_docker.publish import METADATA_DIR, layer_metadata, metadata_paths, stage_layer
+from venvstacks_docker.publish import (
+    METADATA_DIR,
+    collect_layer_metadata,
+    layer_metadata,
+    metadata_paths,
+    stage_layer,
+)
 from venvstacks_docker.spec import LayerSpec
 
 POSTINSTALL_ORDER = {"runtime": 0, "framework": 1, "application": 2}
@@ -72,13 +78,11 @@ def export_layers(
 
 
 def _write_export_manifest(ctx: _build.BuildContext, out: Path) -> Path:
-    groups: dict[str, list[dict[str, Any]]] = {"runtimes": [], "frameworks": [], "applications": []}
-    key = {"runtime": "runtimes", "framework": "frameworks", "application": "applications"}
-    for layer in ctx.spec.all_layers():
-        data = read_json(metadata_paths(out, layer, ctx.platform, False))
-        if data:
-            data = {k: v for k, v in data.items() if k != "venvstacks_docker"}
-            groups[key[layer.kind]].append(data)
+    # the combined export manifest has venvstacks' fields only (no build records)
+    groups = {
+        kind: [{k: v for k, v in data.items() if k != "venvstacks_docker"} for data in entries]
+        for kind, entries in collect_layer_metadata(ctx, out, False).items()
+    }
     path = out / METADATA_DIR / "venvstacks.json"
     write_json_if_changed(path, {"layers": groups})
     return path

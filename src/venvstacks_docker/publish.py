@@ -343,6 +343,17 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def collect_layer_metadata(ctx: _build.BuildContext, out: Path, tagged: bool) -> dict[str, list[dict[str, Any]]]:
+    """The per-layer metadata files in ``out`` of this stack's layers, grouped by kind."""
+    groups: dict[str, list[dict[str, Any]]] = {"runtimes": [], "frameworks": [], "applications": []}
+    key = {"runtime": "runtimes", "framework": "frameworks", "application": "applications"}
+    for layer in ctx.spec.all_layers():
+        data = read_json(metadata_paths(out, layer, ctx.platform, tagged))
+        if data and data.get("layer_name") == layer.env_name:
+            groups[key[layer.kind]].append(data)
+    return groups
+
+
 def write_manifest(ctx: _build.BuildContext, out: Path, tagged: bool) -> Path:
     """The combined manifest: every layer of the stack that has per-layer metadata.
 
@@ -350,14 +361,8 @@ def write_manifest(ctx: _build.BuildContext, out: Path, tagged: bool) -> Path:
     layers in the manifest (venvstacks 0.8 drops them).
     """
     plat = ctx.platform
-    groups: dict[str, list[dict[str, Any]]] = {"runtimes": [], "frameworks": [], "applications": []}
-    key = {"runtime": "runtimes", "framework": "frameworks", "application": "applications"}
-    for layer in ctx.spec.all_layers():
-        data = read_json(metadata_paths(out, layer, plat, tagged))
-        if data and data.get("layer_name") == layer.env_name:
-            groups[key[layer.kind]].append(data)
     manifest = {
-        "layers": groups,
+        "layers": collect_layer_metadata(ctx, out, tagged),
         "venvstacks_docker": {"metadata_version": METADATA_VERSION, "tool_version": __version__,
                               "target_platform": plat, "spec_name": ctx.spec.path.name},
     }
