@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import random
 import subprocess
 import sys
 import tarfile
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _helpers import cli
 
 from venvstacks_docker.archive import write_archive
 from venvstacks_docker.deploy import deploy
@@ -86,6 +88,7 @@ def publish(tmp_path: Path, *, app_postinstall: str = POSTINSTALL) -> Path:
     wrapper = rt / "bin" / "python3"
     wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
     wrapper.chmod(0o755)
+    (rt / "lib" / "python3.11" / "os.py").write_text("# the runtime's own os.py\n")
     fw = _layer_src(src / FRAMEWORK, "framework-x", config={"python": "bin/python"})
     (fw / "bin" / "python").symlink_to(f"../../{RUNTIME}/bin/python3")
     app = _layer_src(
@@ -178,6 +181,101 @@ def test_escaping_member_is_refused_and_nothing_is_left(tmp_path: Path) -> None:
     assert not (tmp_path / "escaped.txt").exists()
     assert not (target.parent / "escaped.txt").exists()
     assert list(target.iterdir()) == []  # runtime and framework were rolled back, no postinstall ran
+
+
+def _hand_made_layer(out: Path, install_target: str, members: list[tuple[str, str, bytes | str]]) -> Path:
+    """Publish one application layer whose archive is written member by member
+    (name, "dir" | "file" | "hard", data or hard link target), with a matching manifest."""
+    out.mkdir(parents=True)
+    archive = out / f"{install_target}.tar.xz"
+    with tarfile.open(archive, "w:xz") as tar:
+        for name, kind, data in members:
+            info = tarfile.TarInfo(name)
+            info.mtime = MTIME
+            if kind == "dir":
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
+            elif kind == "hard":
+                info.type, info.linkname = tarfile.LNKTYPE, str(data)
+                tar.addfile(info)
+            else:
+                assert isinstance(data, bytes)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    entry = _entry("applications", install_target.split("@")[0], install_target, archive)
+    _write_metadata(out, {"runtimes": [], "frameworks": [], "applications": [entry]})
+    return out
+
+
+def _unpacking_leftovers(target: Path) -> list[str]:
+    return sorted(p.name for p in target.iterdir() if ".unpacking-" in p.name)
+
+
+@pytest.mark.parametrize(
+    "victim", ["notes.txt", f"{RUNTIME}/lib/python3.11/os.py"], ids=["user-file", "other-layer-file"]
+)
+def test_hard_link_then_file_cannot_overwrite_files_in_the_target(tmp_path: Path, victim: str) -> None:
+    """The filed bug: a hard link to a file already in the target, then a regular member
+    of the same name, used to truncate that file (exit 0).  Now refused, exit 7."""
+    target = tmp_path / "target"
+    deploy(publish(tmp_path), target)
+    (target / "notes.txt").write_text("the user's own notes\n")
+    victim_bytes = (target / victim).read_bytes()
+    evil = _hand_made_layer(tmp_path / "evil", "app-evil@1", [
+        ("app-evil@1", "dir", ""),
+        ("app-evil@1/os.py", "hard", victim),
+        ("app-evil@1/os.py", "file", b"import evil\n"),
+    ])
+    with pytest.raises(VerifyError) as excinfo:
+        deploy(evil, target)
+    message = str(excinfo.value)
+    assert "refusing to extract app-evil@1.tar.xz: member 'app-evil@1/os.py' is a hard link" in message
+    assert "not an earlier regular file of this archive" in message
+    assert (target / victim).read_bytes() == victim_bytes
+    assert (target / victim).stat().st_nlink == 1
+    assert not (target / "app-evil@1").exists()
+    assert _unpacking_leftovers(target) == []
+
+    proc = cli("deploy", evil, target, check=False)  # what a user sees
+    assert proc.returncode == VerifyError.return_code == 7
+    assert "member 'app-evil@1/os.py' is a hard link" in proc.stderr
+    assert (target / victim).read_bytes() == victim_bytes
+    assert not (target / "app-evil@1").exists() and _unpacking_leftovers(target) == []
+
+
+def test_hard_link_to_earlier_member_deploys(tmp_path: Path) -> None:
+    out = _hand_made_layer(tmp_path / "out", "app-links@1", [
+        ("app-links@1", "dir", ""),
+        ("app-links@1/postinstall.py", "file", b"open('ran', 'w').close()\n"),
+        ("app-links@1/data.bin", "file", b"payload"),
+        ("app-links@1/alias.bin", "hard", "app-links@1/data.bin"),
+    ])
+    result = deploy(out, tmp_path / "target", python=sys.executable)
+    (layer,) = result.layers
+    assert (layer.path / "alias.bin").read_bytes() == b"payload"
+    assert (layer.path / "alias.bin").stat().st_ino == (layer.path / "data.bin").stat().st_ino
+    assert (layer.path / "ran").exists()
+
+
+def test_layer_failing_midway_leaves_no_layer_and_no_staging_folder(tmp_path: Path) -> None:
+    """The app archive is cut short (its manifest entry matches the cut file): unpacking
+    fails after some members were written.  Nothing of any layer is left."""
+    out = publish(tmp_path)
+    big = tmp_path / "src" / APP / "zz-big.bin"
+    big.write_bytes(random.Random(3).randbytes(512 * 1024))
+    archive = write_archive(tmp_path / "src" / APP, out / f"{APP}.tar.xz", root_name=APP, mtime=MTIME).path
+    blob = archive.read_bytes()
+    archive.write_bytes(blob[: len(blob) * 3 // 4])
+    manifest_path = out / "__venvstacks__" / "venvstacks.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["layers"]["applications"][0].update(
+        archive_size=archive.stat().st_size, archive_hashes={"sha256": sha256_file(archive)}
+    )
+    _write_json(manifest_path, manifest)
+    target = tmp_path / "target"
+    with pytest.raises(VerifyError, match=f"cannot unpack {APP}.tar.xz: the archive is corrupt"):
+        deploy(out, target)
+    assert list(target.iterdir()) == []  # no layer folder, no .unpacking- folder, no postinstall
 
 
 def test_tampered_archive_is_refused_before_unpacking(tmp_path: Path) -> None:

@@ -284,6 +284,11 @@ def _malicious(path: Path, *members: tuple[str, bytes, str]) -> Path:
          "outside"),
         ([("python/dev", tarfile.CHRTYPE, "")], "special file"),
         ([("other/file", tarfile.REGTYPE, "")], "outside the top-level python/"),
+        # the same checks as layer archives: no duplicates, hard links only to earlier files
+        ([("python/bin/python3", tarfile.REGTYPE, "")], "same name as an earlier file"),
+        ([("python/lib/os.py", tarfile.LNKTYPE, "area/victim.txt")], "not an earlier regular file"),
+        ([("python/bin/alias", tarfile.LNKTYPE, "python/bin/python3"),
+          ("python/bin/alias", tarfile.REGTYPE, "")], "same name as an earlier hard link"),
     ],
 )
 def test_extract_runtime_refuses_malicious_archives(
@@ -291,8 +296,13 @@ def test_extract_runtime_refuses_malicious_archives(
 ) -> None:
     archive = _malicious(tmp_path / "evil.tar.gz", *members)
     dest = tmp_path / "area" / "dest"
+    (tmp_path / "area").mkdir()
+    (tmp_path / "area" / "victim.txt").write_text("not the runtime's")
     with pytest.raises(RuntimeArchiveError, match=complaint):
         extract_runtime(archive, dest)
+    # nothing at dest, no staging folder, the neighbour untouched
+    assert sorted(p.name for p in (tmp_path / "area").iterdir()) == ["victim.txt"]
+    assert (tmp_path / "area" / "victim.txt").read_text() == "not the runtime's"
     assert not (tmp_path / "area" / "evil-dotdot").exists()
     assert not (tmp_path / "area" / "x").exists()
     assert not (tmp_path / "outside").exists()

@@ -1,4 +1,4 @@
-"""Deterministic layer archives: writing them fast, and unpacking them safely.
+"""Deterministic layer archives: writing them fast (unpacking: :mod:`venvstacks_docker.extract`).
 
 A layer archive unpacks as a single top folder named after the layer's deployed name,
 so unpacking every archive of a stack into one folder gives peer layer folders.
@@ -18,13 +18,10 @@ stream; use ``tarfile.open(path)`` / ``"r:xz"`` (which go through ``lzma.LZMAFil
 
 from __future__ import annotations
 
-import calendar
-import collections
 import concurrent.futures
 import hashlib
 import lzma
 import os
-import shutil
 import stat
 import tarfile
 import threading
@@ -35,7 +32,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
-from venvstacks_docker.errors import Interrupted, PublishError, VenvstacksDockerError, VerifyError
+from venvstacks_docker._xz import _check_cancel, _ChunkedXzWriter, _Stop
+from venvstacks_docker.errors import PublishError
+from venvstacks_docker.extract import safe_extract
+
+__all__ = [
+    "ARCHIVE_SUFFIXES", "ArchiveFormat", "ArchiveResult", "XZ_CHUNK_SIZE", "archive_suffix",
+    "safe_extract", "write_archive", "xz_description", "xz_filters",
+]
 
 ArchiveFormat = Literal["tar.xz", "zip"]
 
@@ -86,10 +90,6 @@ def xz_description(arch: str | None = None) -> str:
     nice = f", nice_len {XZ_X86_NICE_LEN}" if arch == "x86_64" else ""
     return f"xz {chain}LZMA2 preset {XZ_PRESET}{nice}, {XZ_CHUNK_SIZE >> 20} MiB streams, liblzma"
 ZIP_LEVEL = 6
-# Input is fed to each chunk's compressor in slices of this size so that a worker
-# notices cancellation (error or Ctrl-C in the main thread) quickly.  liblzma's
-# output does not depend on how the input is sliced.
-_FEED_SIZE = 1024 * 1024
 _COPY_BUFSIZE = 1024 * 1024
 _DOS_EPOCH = 315532800  # 1980-01-01T00:00:00Z, the earliest ZIP timestamp
 _DOS_MAX = 4354819198  # 2107-12-31T23:59:58Z, the latest ZIP timestamp
@@ -201,7 +201,9 @@ def _kind_name(mode: int) -> str:
 # ---------------------------------------------------------------------------------
 
 
-def _check_args(src_dir: Path, archive_path: Path, root_name: str, mtime: int) -> None:
+def _check_args(
+    src_dir: Path, archive_path: Path, root_name: str, mtime: int, fmt: str, chunk_size: int
+) -> None:
     if not root_name or root_name in (".", "..") or "/" in root_name or "\\" in root_name:
         raise PublishError(f"invalid archive root folder name {root_name!r}")
     if isinstance(mtime, bool) or not isinstance(mtime, int):
@@ -216,6 +218,10 @@ def _check_args(src_dir: Path, archive_path: Path, root_name: str, mtime: int) -
         raise PublishError(
             f"archive {archive_path} would be written inside the folder it archives ({src_dir})"
         )
+    if fmt not in ("tar.xz", "zip"):
+        archive_suffix(fmt)  # raises
+    if chunk_size < 64 * 1024:
+        raise PublishError(f"xz chunk size {chunk_size} is too small (minimum 64 KiB)")
 
 
 def write_archive(
@@ -251,14 +257,8 @@ def write_archive(
     """
     src_dir = Path(src_dir)
     archive_path = Path(archive_path)
-    _check_args(src_dir, archive_path, root_name, mtime)
-    if fmt not in ("tar.xz", "zip"):
-        archive_suffix(fmt)  # raises
-    if threads is None:
-        threads = os.cpu_count() or 1
-    threads = max(1, int(threads))
-    if chunk_size < 64 * 1024:
-        raise PublishError(f"xz chunk size {chunk_size} is too small (minimum 64 KiB)")
+    _check_args(src_dir, archive_path, root_name, mtime, fmt, chunk_size)
+    threads = max(1, int((os.cpu_count() or 1) if threads is None else threads))
 
     try:
         archive_path.parent.mkdir(parents=True, exist_ok=True)
@@ -312,111 +312,6 @@ def _fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-class _Stop:
-    """Why chunk workers should stop: this writer failed, or the caller cancelled."""
-
-    def __init__(self, external: threading.Event | None) -> None:
-        self.failed = threading.Event()
-        self.external = external
-
-    def is_set(self) -> bool:
-        return self.failed.is_set() or (self.external is not None and self.external.is_set())
-
-
-def _xz_compress(chunk: bytearray, cancel: _Stop, filters: list[dict[str, int]]) -> bytes | None:
-    """Compress one chunk into one complete xz stream (runs in a worker thread).
-
-    Returns None if told to stop before finishing."""
-    comp = lzma.LZMACompressor(format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64, filters=filters)
-    out = []
-    view = memoryview(chunk)
-    for start in range(0, len(view), _FEED_SIZE):
-        if cancel.is_set():
-            return None
-        out.append(comp.compress(view[start : start + _FEED_SIZE]))
-    out.append(comp.flush())
-    return b"".join(out)
-
-
-class _ChunkedXzWriter:
-    """A write-only file object that tarfile writes into.
-
-    Bytes are cut into chunks of exactly ``chunk_size`` (the last one may be
-    shorter); each chunk is compressed on the thread pool and the results are
-    written to ``out`` strictly in order.  At most ``max_in_flight`` chunks are
-    held in memory at any time.
-    """
-
-    def __init__(
-        self,
-        out: IO[bytes],
-        pool: concurrent.futures.ThreadPoolExecutor,
-        cancel: _Stop,
-        *,
-        chunk_size: int,
-        max_in_flight: int,
-        progress: Callable[[int], None] | None,
-        filters: list[dict[str, int]],
-    ) -> None:
-        self._filters = filters
-        self._out = out
-        self._pool = pool
-        self._cancel = cancel
-        self._chunk_size = chunk_size
-        self._max_in_flight = max_in_flight
-        self._progress = progress
-        self._buf = bytearray()
-        self._pending: collections.deque[tuple[concurrent.futures.Future[bytes | None], int]]
-        self._pending = collections.deque()
-        self._pos = 0  # uncompressed bytes received
-        self._done = 0  # uncompressed bytes compressed and written
-        self.size = 0  # compressed bytes written
-        self.sha256 = hashlib.sha256()
-        self.tar_sha256 = hashlib.sha256()
-
-    def tell(self) -> int:
-        return self._pos
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:
-        view = memoryview(data).cast("B")
-        n = len(view)
-        self.tar_sha256.update(view)
-        self._pos += n
-        while view:
-            room = self._chunk_size - len(self._buf)
-            self._buf += view[:room]
-            view = view[room:]
-            if len(self._buf) == self._chunk_size:
-                self._submit()
-        return n
-
-    def _submit(self) -> None:
-        _check_cancel(self._cancel.external)
-        while len(self._pending) >= self._max_in_flight:
-            self._write_oldest()
-        chunk, self._buf = self._buf, bytearray()
-        future = self._pool.submit(_xz_compress, chunk, self._cancel, self._filters)
-        self._pending.append((future, len(chunk)))
-
-    def _write_oldest(self) -> None:
-        future, n = self._pending.popleft()
-        data = future.result()
-        if data is None:  # the worker saw the caller's cancel event
-            raise Interrupted("archive writing was cancelled")
-        self._out.write(data)
-        self.sha256.update(data)
-        self.size += len(data)
-        self._done += n
-        if self._progress is not None:
-            self._progress(self._done)
-
-    def finish(self) -> None:
-        if self._buf:
-            self._submit()
-        while self._pending:
-            self._write_oldest()
 
 
 def _write_tar_xz(
@@ -489,11 +384,6 @@ def _write_tar_xz(
     return sink.size, sink.sha256.hexdigest(), sink.tar_sha256.hexdigest()
 
 
-def _check_cancel(cancel: threading.Event | None) -> None:
-    if cancel is not None and cancel.is_set():
-        raise Interrupted("archive writing was cancelled")
-
-
 def _zip_info(name: str, mtime: int) -> zipfile.ZipInfo:
     clamped = min(max(mtime, _DOS_EPOCH), _DOS_MAX)
     info = zipfile.ZipInfo(name, date_time=time.gmtime(clamped)[:6])
@@ -551,199 +441,3 @@ def _copy(src: IO[bytes], dst: IO[bytes], cancel: threading.Event | None = None)
         dst.write(block)
         n += len(block)
     return n
-
-
-# ---------------------------------------------------------------------------------
-# Safe extraction
-# ---------------------------------------------------------------------------------
-
-
-def _bad(archive_path: Path, member: str, why: str) -> VerifyError:
-    return VerifyError(
-        f"refusing to extract {archive_path.name}: member {member!r} {why}",
-        hint="the archive is corrupt or was not written by a trusted publisher",
-    )
-
-
-def _within(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
-
-
-class _MemberChecker:
-    """Checks shared by tar and zip extraction; remembers the single top folder."""
-
-    def __init__(self, archive_path: Path, dest_root: str) -> None:
-        self.archive_path = archive_path
-        self.dest = dest_root  # realpath of the extraction folder
-        self.top: str | None = None
-        self.created_top = False
-
-    def check_name(self, name: str, *, is_dir: bool) -> list[str]:
-        """Validate a member name; return its normalised path components."""
-        if not name:
-            raise _bad(self.archive_path, name, "has an empty name")
-        if name.startswith(("/", "\\")) or os.path.isabs(name) or (len(name) > 1 and name[1] == ":"):
-            raise _bad(self.archive_path, name, "has an absolute path")
-        if "\0" in name:
-            raise _bad(self.archive_path, name, "has a NUL byte in its name")
-        raw_parts = name.replace("\\", "/").split("/") if os.sep == "\\" else name.split("/")
-        if ".." in raw_parts:
-            raise _bad(self.archive_path, name, "has a '..' path component")
-        parts = [p for p in raw_parts if p not in ("", ".")]
-        if not parts:
-            raise _bad(self.archive_path, name, "is not inside a top folder")
-        if self.top is None:
-            if len(parts) > 1 or not is_dir:
-                raise _bad(
-                    self.archive_path,
-                    name,
-                    "comes before its top folder: layer archives must start with "
-                    "the entry of their single top folder",
-                )
-            self.top = parts[0]
-            top_path = os.path.join(self.dest, self.top)
-            if os.path.lexists(top_path):
-                raise VerifyError(
-                    f"cannot extract {self.archive_path.name}: {top_path} already exists",
-                    hint="extract into a folder that does not contain this layer yet",
-                )
-            self.created_top = True
-        elif parts[0] != self.top:
-            raise _bad(
-                self.archive_path,
-                name,
-                f"is outside the archive's single top folder {self.top!r}",
-            )
-        elif len(parts) == 1 and not is_dir:
-            raise _bad(self.archive_path, name, "replaces the top folder with a non-folder")
-        # Catch writes through symlinks extracted earlier (e.g. top/lnk -> ../x, then
-        # top/lnk/file): the real location must stay inside the top folder.
-        real = os.path.realpath(os.path.join(self.dest, *parts))
-        if not _within(real, os.path.join(self.dest, self.top)):
-            raise _bad(
-                self.archive_path, name, f"would be written outside {self.top!r} (to {real})"
-            )
-        return parts
-
-    def check_link(self, name: str, parts: list[str], linkname: str, *, hard: bool) -> None:
-        kind = "hard link" if hard else "symlink"
-        if not linkname:
-            raise _bad(self.archive_path, name, f"is a {kind} with an empty target")
-        if os.path.isabs(linkname) or linkname.startswith(("/", "\\")):
-            raise _bad(self.archive_path, name, f"is a {kind} to the absolute path {linkname!r}")
-        base = self.dest if hard else os.path.join(self.dest, *parts[:-1])
-        real = os.path.realpath(os.path.join(base, linkname))
-        if not _within(real, self.dest):
-            raise _bad(
-                self.archive_path,
-                name,
-                f"is a {kind} to {linkname!r}, which resolves outside {self.dest}",
-            )
-
-
-def safe_extract(archive_path: Path, dest_root: Path) -> Path:
-    """Extract a ``.tar.xz``/``.tar.gz``/``.tar``/``.zip`` layer archive into ``dest_root``.
-
-    The archive must contain a single top folder that does not exist yet in
-    ``dest_root``; returns ``dest_root/<top folder>``.  Refuses (``VerifyError``,
-    naming the member) absolute names, ``..`` components, members outside the top
-    folder, device files/FIFOs, and links whose target resolves outside
-    ``dest_root`` (relative links into sibling layer folders are fine).  Exec bits
-    are kept; ownership is not restored.  On failure, the partly extracted top
-    folder is removed.
-    """
-    archive_path = Path(archive_path)
-    dest_root = Path(dest_root)
-    name = archive_path.name.lower()
-    if not archive_path.is_file():
-        raise VerifyError(f"archive {archive_path} does not exist")
-    try:
-        dest_root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise VerifyError(f"cannot create {dest_root}: {exc.strerror or exc}") from exc
-    checker = _MemberChecker(archive_path, os.path.realpath(dest_root))
-    try:
-        if name.endswith(".zip"):
-            _extract_zip(archive_path, checker)
-        elif name.endswith((".tar.xz", ".tar.gz", ".tgz", ".tar")):
-            _extract_tar(archive_path, checker)
-        else:
-            raise VerifyError(
-                f"cannot extract {archive_path.name}: unknown archive type",
-                hint="expected a .tar.xz, .tar.gz, .tar or .zip file",
-            )
-        if checker.top is None:
-            raise VerifyError(f"archive {archive_path.name} is empty")
-    except BaseException as exc:
-        if checker.created_top and checker.top is not None:
-            shutil.rmtree(os.path.join(checker.dest, checker.top), ignore_errors=True)
-        if isinstance(exc, VenvstacksDockerError):
-            raise
-        if isinstance(exc, (tarfile.TarError, zipfile.BadZipFile, lzma.LZMAError, EOFError)):
-            raise VerifyError(f"archive {archive_path.name} is corrupt: {exc}") from exc
-        if isinstance(exc, OSError):
-            raise VerifyError(
-                f"cannot extract {archive_path.name}: {exc.strerror or exc}"
-                + (f" ({exc.filename})" if exc.filename else "")
-            ) from exc
-        raise
-    return dest_root / checker.top
-
-
-def _extract_tar(archive_path: Path, checker: _MemberChecker) -> None:
-    if not hasattr(tarfile, "data_filter"):  # pragma: no cover - Python < 3.11.4
-        raise VerifyError("safe extraction needs Python 3.11.4 or newer (tarfile filters)")
-
-    def member_filter(member: tarfile.TarInfo, dest_path: str) -> tarfile.TarInfo:
-        if not (member.isdir() or member.isreg() or member.issym() or member.islnk()):
-            raise _bad(archive_path, member.name, "is a device, FIFO or other special file")
-        parts = checker.check_name(member.name, is_dir=member.isdir())
-        if member.issym() or member.islnk():
-            checker.check_link(member.name, parts, member.linkname, hard=member.islnk())
-        # The stdlib 'data' filter re-checks all of this and also drops ownership,
-        # setuid/setgid/sticky and group/other write bits while keeping exec bits.
-        return tarfile.data_filter(member, dest_path)
-
-    with tarfile.open(archive_path, "r:*", errorlevel=2) as tar:
-        tar.extractall(checker.dest, filter=member_filter)
-
-
-def _extract_zip(archive_path: Path, checker: _MemberChecker) -> None:
-    with zipfile.ZipFile(archive_path) as zf:
-        infos = zf.infolist()
-        directories: list[tuple[str, int]] = []
-        for info in infos:
-            unix_mode = info.external_attr >> 16
-            ftype = stat.S_IFMT(unix_mode)
-            is_dir = info.is_dir() or ftype == stat.S_IFDIR
-            is_link = ftype == stat.S_IFLNK
-            if ftype not in (0, stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK):
-                raise _bad(archive_path, info.filename, "is a device, FIFO or other special file")
-            parts = checker.check_name(info.filename, is_dir=is_dir)
-            target = os.path.join(checker.dest, *parts)
-            if is_dir:
-                os.makedirs(target, exist_ok=True)
-                directories.append((target, _zip_mtime(info)))
-                continue
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            if is_link:
-                linkname = zf.read(info).decode("utf-8", "surrogateescape")
-                checker.check_link(info.filename, parts, linkname, hard=False)
-                if os.path.lexists(target):
-                    os.unlink(target)
-                os.symlink(linkname, target)
-                continue
-            if os.path.lexists(target):
-                os.unlink(target)  # never write through an existing link
-            with zf.open(info) as src, open(target, "xb") as dst:
-                _copy(src, dst)
-            os.chmod(target, 0o755 if unix_mode & stat.S_IXUSR else 0o644)
-            ts = _zip_mtime(info)
-            os.utime(target, (ts, ts))
-        for path, ts in reversed(directories):
-            os.utime(path, (ts, ts))
-
-
-def _zip_mtime(info: zipfile.ZipInfo) -> int:
-    """The entry's DOS timestamp, read as UTC (as ``write_archive`` stores it)."""
-    return calendar.timegm((*info.date_time, 0, 0, 0))

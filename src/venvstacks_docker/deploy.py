@@ -6,6 +6,12 @@ into one folder (giving peer layer folders), then run each layer's ``postinstall
 layer folder.  Each archive's size and SHA-256 are checked against the manifest
 before it is unpacked.  Deployment is all-or-nothing: if any step fails, the layer
 folders created by this call are removed again.
+
+Each layer goes through :func:`venvstacks_docker.extract.safe_extract`: it is unpacked
+into a fresh ``.<layer>.unpacking-<hex>`` folder in the target and renamed into place
+(never over an existing path) once complete, and members that could write outside the
+layer or replace a file deploy did not create (another layer's, or the user's) are
+refused with ``VerifyError`` before anything of that layer becomes visible.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from venvstacks_docker import _run
-from venvstacks_docker.archive import safe_extract
+from venvstacks_docker.extract import safe_extract
 from venvstacks_docker.errors import SpecError, VerifyError
 from venvstacks_docker.verify import (
     LAYER_KINDS,
@@ -242,13 +248,11 @@ def deploy(
     deployed: list[DeployedLayer] = []
     try:
         for kind, entry, archive in archives:
-            layer_dir = safe_extract(archive, target)
+            # unpacked into a staging folder and renamed into place, never over an
+            # existing path; an archive whose top folder is not the manifest's
+            # install_target is refused before anything is written
+            layer_dir = safe_extract(archive, target, top=entry["install_target"])
             created.append(layer_dir)
-            if layer_dir.name != entry["install_target"]:
-                raise VerifyError(
-                    f"archive {archive.name} unpacks as {layer_dir.name}, "
-                    f"the manifest says {entry['install_target']}"
-                )
             deployed.append(
                 DeployedLayer(
                     kind=kind,
@@ -258,32 +262,42 @@ def deploy(
                 )
             )
         for layer, (_, entry, _) in zip(deployed, archives):
-            script = layer.path / "postinstall.py"
-            if not script.is_file():
-                raise VerifyError(f"layer {layer.install_target} has no postinstall.py")
-            if python is not None:
-                interpreter: str | Path = python
-            else:
-                runtime = entry.get("runtime_layer") or (
-                    layer.install_target if layer.kind == "runtimes" else None
-                )
-                if runtime is None:
-                    raise VerifyError(
-                        f"manifest entry for {layer.install_target} has no runtime_layer"
-                    )
-                interpreter = _runtime_python(target, runtime, layer.install_target)
-            _run.run(
-                [interpreter, "-X", "utf8", "-I", script],
-                cwd=layer.path,
-                what=f"postinstall.py of layer {layer.install_target}",
-            )
+            _postinstall(layer, entry, target, python)
     except BaseException:
         for path in reversed(created):
             shutil.rmtree(path, ignore_errors=True)
         raise
 
+    return DeployResult(
+        target=target, manifest=manifest_path, layers=tuple(deployed),
+        applications=_applications(deployed, [entry for _, entry, _ in archives]),
+    )
+
+
+def _postinstall(layer: DeployedLayer, entry: dict[str, Any], target: Path, python: str | None) -> None:
+    """Run the layer's ``postinstall.py`` from the layer folder."""
+    script = layer.path / "postinstall.py"
+    if not script.is_file():
+        raise VerifyError(f"layer {layer.install_target} has no postinstall.py")
+    if python is not None:
+        interpreter: str | Path = python
+    else:
+        runtime = entry.get("runtime_layer") or (
+            layer.install_target if layer.kind == "runtimes" else None
+        )
+        if runtime is None:
+            raise VerifyError(f"manifest entry for {layer.install_target} has no runtime_layer")
+        interpreter = _runtime_python(target, runtime, layer.install_target)
+    _run.run(
+        [interpreter, "-X", "utf8", "-I", script],
+        cwd=layer.path,
+        what=f"postinstall.py of layer {layer.install_target}",
+    )
+
+
+def _applications(deployed: list[DeployedLayer], entries: list[dict[str, Any]]) -> tuple[DeployedApp, ...]:
     apps = []
-    for layer, (_, entry, _) in zip(deployed, archives):
+    for layer, entry in zip(deployed, entries):
         if layer.kind != "applications":
             continue
         config = _layer_config(layer.path)
@@ -297,9 +311,7 @@ def deploy(
                 python=app_python,
             )
         )
-    return DeployResult(
-        target=target, manifest=manifest_path, layers=tuple(deployed), applications=tuple(apps)
-    )
+    return tuple(apps)
 
 
 def _app_python_relpath() -> str:

@@ -18,19 +18,18 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import posixpath
 import re
 import shutil
-import tarfile
 import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from venvstacks_docker.errors import RuntimeArchiveError
+from venvstacks_docker.extract import extract_tree
 from venvstacks_docker.metadata import sha256_file
 
 log = logging.getLogger(__name__)
@@ -419,108 +418,26 @@ def acquire_runtime(
 # --------------------------------------------------------------------------- extraction
 
 
-def _check_inside(name: str, what: str, archive: Path) -> str:
-    """Return ``name`` normalised, refusing absolute paths and '..' components."""
-    if name.startswith("/") or re.match(r"^[A-Za-z]:", name) or "\\" in name:
-        raise RuntimeArchiveError(f"refusing to unpack {archive.name}: {what} {name!r} is an absolute path")
-    parts = [p for p in name.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise RuntimeArchiveError(f"refusing to unpack {archive.name}: {what} {name!r} contains '..'")
-    return "/".join(parts)
-
-
-def _safe_members(tar: tarfile.TarFile, archive: Path) -> Iterable[tarfile.TarInfo]:
-    for member in tar.getmembers():
-        name = _check_inside(member.name, "member", archive)
-        if name == "python":
-            continue
-        if not name.startswith("python/"):
-            raise RuntimeArchiveError(
-                f"refusing to unpack {archive.name}: member {member.name!r} is outside the "
-                "top-level python/ folder (not an install_only archive)"
-            )
-        rel = name[len("python/"):]
-        if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
-            raise RuntimeArchiveError(
-                f"refusing to unpack {archive.name}: {member.name!r} is a device, fifo or other special file"
-            )
-        if member.issym():
-            target = member.linkname
-            if target.startswith("/"):
-                raise RuntimeArchiveError(
-                    f"refusing to unpack {archive.name}: symlink {member.name!r} points to the "
-                    f"absolute path {target!r}"
-                )
-            joined = posixpath.normpath(posixpath.join(posixpath.dirname(rel), target))
-            if joined == ".." or joined.startswith("../"):
-                raise RuntimeArchiveError(
-                    f"refusing to unpack {archive.name}: symlink {member.name!r} -> {target!r} "
-                    "points outside the runtime"
-                )
-        elif member.islnk():
-            link = _check_inside(member.linkname, "hard link target", archive)
-            if not link.startswith("python/"):
-                raise RuntimeArchiveError(
-                    f"refusing to unpack {archive.name}: hard link {member.name!r} -> "
-                    f"{member.linkname!r} points outside the runtime"
-                )
-            member.linkname = link[len("python/"):]
-        member.name = rel
-        member.mode &= 0o755 if not member.issym() else 0o777
-        member.uid = member.gid = 0
-        member.uname = member.gname = ""
-        yield member
-
-
-def _inside(real_dest: str, path: str) -> bool:
-    return path == real_dest or path.startswith(real_dest + os.sep)
-
-
-def _check_on_disk(dest: Path, member: tarfile.TarInfo, archive: Path) -> None:
-    """Refuse members that would land (or point) outside ``dest`` once symlinks on disk count."""
-    real_dest = os.path.realpath(dest)
-    parent = os.path.realpath(os.path.join(dest, os.path.dirname(member.name)))
-    if not _inside(real_dest, parent):
-        raise RuntimeArchiveError(
-            f"refusing to unpack {archive.name}: {member.name!r} would be written through a "
-            "symlink outside the destination"
-        )
-    if member.issym():
-        target = os.path.realpath(os.path.join(parent, member.linkname))
-        if not _inside(real_dest, target):
-            raise RuntimeArchiveError(
-                f"refusing to unpack {archive.name}: symlink {member.name!r} -> "
-                f"{member.linkname!r} points outside the runtime"
-            )
-
-
 def extract_runtime(archive: Path, dest: Path) -> None:
     """Unpack the contents of the archive's ``python/`` folder into ``dest``.
 
-    Refuses absolute member names, ``..`` components, links that escape ``dest``, special
-    files and members outside ``python/``.  Symlinks and executable bits are preserved.
+    Goes through the same safe extractor as layer archives
+    (:func:`venvstacks_docker.extract.extract_tree`): the runtime is unpacked into a
+    fresh staging folder next to ``dest`` and renamed into place when complete, and
+    anything that could write outside ``dest`` or replace a file the extraction did
+    not create is refused with ``RuntimeArchiveError``: absolute member names, ``..``
+    components, members outside ``python/``, special files, duplicate names, members
+    below a symlink, hard links other than to an earlier file of the archive, and
+    symlinks that leave ``dest``.  Symlinks and executable bits are preserved.
     ``dest`` must not exist or be empty.
     """
     archive = Path(archive)
     dest = Path(dest)
     if not archive.is_file():
         raise RuntimeArchiveError(f"runtime archive {archive} does not exist")
-    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+    if os.path.lexists(dest) and (not dest.is_dir() or dest.is_symlink() or any(dest.iterdir())):
         raise RuntimeArchiveError(
             f"cannot unpack the runtime into {dest}: it exists and is not an empty folder",
             hint="remove it or choose another destination",
         )
-    try:
-        with tarfile.open(archive, "r:*") as tar:
-            members = list(_safe_members(tar, archive))
-            if not members:
-                raise RuntimeArchiveError(f"{archive.name} contains no python/ folder")
-            dest.mkdir(parents=True, exist_ok=True)
-            for member in members:
-                _check_on_disk(dest, member, archive)
-                if hasattr(tarfile, "data_filter"):
-                    tar.extract(member, dest, set_attrs=True, filter="data")
-                else:  # Python < 3.11.4: the checks above are the filter
-                    tar.extract(member, dest, set_attrs=True)
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        raise RuntimeArchiveError(f"cannot unpack runtime archive {archive}: {exc}") from exc
+    extract_tree(archive, dest, top="python", error=RuntimeArchiveError)
