@@ -383,23 +383,41 @@ def _portability_pass(ctx: BuildContext, layer: LayerSpec) -> None:
 
 
 def _install_modules(ctx: BuildContext, layer: LayerSpec) -> None:
-    """Copy launch and support modules (content only) into site-packages."""
+    """Copy launch and support modules (content only) into site-packages.
+
+    Symbolic links are never followed.  The rules checked when the stack file was loaded
+    (the module's path stays inside the stack file's folder; a package holds no links)
+    are checked again first, in case the folder changed since, and every file of a
+    package is opened without following a link (``O_NOFOLLOW``), so a link swapped in
+    after that check is refused too: :class:`BuildError`, nothing from the host copied.
+    """
+    from venvstacks_docker.spec_modules import LINK_HINT, module_problem, read_no_follow
+
     if layer.launch_module is None:
         return
     site = ctx.site_packages(layer)
     for module in (layer.launch_module, *layer.support_modules):
+        problem = module_problem(ctx.spec.spec_dir, module)
+        if problem is not None:
+            raise BuildError(f"{layer.env_name}: {problem[0]}", hint=f"{problem[1]}, then build again")
         dest = site / module.name
         if dest.is_dir() and not dest.is_symlink():
             shutil.rmtree(dest)
-        elif dest.exists():
+        elif dest.exists() or dest.is_symlink():
             dest.unlink()
         if module.is_file():
-            shutil.copyfile(module, dest)
+            shutil.copyfile(module, dest)  # the module path itself: checked to stay inside
             continue
         for file in iter_module_files(module):
+            data = read_no_follow(file)
+            if data is None:
+                raise BuildError(
+                    f"{layer.env_name}: module {module.name!r} contains a symbolic link "
+                    f"{file.relative_to(module).as_posix()} (made after the stack file was loaded)",
+                    hint=f"{LINK_HINT}, then build again")
             target = dest / file.relative_to(module)
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(file, target)
+            target.write_bytes(data)
 
 
 def layers_for_build(spec: StackSpec, plat: str, layers: list[LayerSpec]) -> list[LayerSpec]:
