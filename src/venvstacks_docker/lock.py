@@ -25,6 +25,7 @@ from typing import Any
 import tomli_w
 import tomllib
 
+from venvstacks_docker import credentials as _credentials
 from venvstacks_docker import platforms as _plat
 from venvstacks_docker._run import run
 from venvstacks_docker.errors import LockError
@@ -299,6 +300,8 @@ def postprocess_pylock(spec: StackSpec, layer: LayerSpec, doc: dict[str, Any], l
         if not applies:
             continue
         pkg = dict(pkg)
+        if isinstance(pkg.get("index"), str):  # uv leaves no credentials here; never let any through
+            pkg["index"] = _credentials.strip_userinfo(pkg["index"])
         if len(applies) == len(layer.platforms):
             pkg.pop("marker", None)
             marker = None
@@ -317,6 +320,8 @@ def postprocess_pylock(spec: StackSpec, layer: LayerSpec, doc: dict[str, Any], l
             wheels = []
             for wheel in pkg.get("wheels", []):
                 wheel = dict(wheel)
+                if isinstance(wheel.get("url"), str):
+                    wheel["url"] = _credentials.strip_userinfo(wheel["url"])
                 if "path" in wheel and Path(wheel["path"]).is_absolute():
                     wheel["path"] = Path(os.path.relpath(wheel["path"], lock_dir)).as_posix()
                 wheels.append(wheel)
@@ -365,7 +370,7 @@ def lock_layer(
             p.unlink(missing_ok=True)
     resolve_dir = build_dir / f"{layer.env_name}_resolve"
     resolve_dir.mkdir(parents=True, exist_ok=True)
-    tool_uv = _uv_config(spec, layer, index)
+    tool_uv, index_auth_env = _credentials.move_userinfo_to_env(_uv_config(spec, layer, index))
     constraints = _constraints(spec, layer)
     if constraints:
         tool_uv["constraint-dependencies"] = constraints
@@ -380,7 +385,7 @@ def lock_layer(
     }
     (resolve_dir / "pyproject.toml").write_text(tomli_w.dumps(project), encoding="utf-8")
     uv = _uv()
-    env = uv_env()
+    env = {**index_auth_env, **uv_env()}  # UV_INDEX_<NAME>_* already set win, as in uv
     common = ["--project", str(resolve_dir), "--python", str(runtime_python),
               "--no-python-downloads", "--quiet", "--color", "never"]
     try:
@@ -391,9 +396,12 @@ def lock_layer(
              "--no-emit-project", "--no-annotate", "-o", str(exported)],
             cwd=resolve_dir, env=env, what=f"exporting {layer.env_name} (uv export)", error=LockError)
     except LockError as exc:
-        text = exc.message
+        text = _credentials.redact(exc.message)
         hint = None
-        if "No solution found" in text or "unsatisfiable" in text:
+        if _credentials.refused_for_credentials(text):
+            hint = "the index wants credentials, none or wrong ones were given: " + (
+                _credentials.where_to_put_credentials())
+        elif "No solution found" in text or "unsatisfiable" in text:
             hint = "the requirements conflict with each other or with pins of lower layers; relax them"
         elif "Failed to fetch" in text or "error sending request" in text or "dns" in text.lower():
             hint = "the package index is unreachable; check the network, or use --no-index with --local-wheels"
@@ -459,6 +467,7 @@ def _write_if_changed(path: Path, text: str) -> None:
 
 def install_requirements(spec: StackSpec, layer: LayerSpec, plat: str) -> list[tuple[LockedPackage, dict[str, Any]]]:
     """Packages to install in ``layer`` on ``plat`` with the wheel chosen for each."""
+    _credentials.remember_indexes(spec.uv_config)  # the wheel fetcher needs the stack's named indexes
     doc = read_pylock(lock_paths(spec, layer).pylock)
     tags = _plat.supported_tags(plat, layer.py_version, layer.linux_target, layer.macosx_target)
     chosen = []

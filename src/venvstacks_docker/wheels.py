@@ -4,6 +4,12 @@ Builds install only from this folder (``uv pip install --no-index --find-links``
 natively and in the container alike, so the bytes installed never depend on how they
 were fetched, and a container with networking disabled can build from a read-only
 mount of the folder.
+
+Downloads carry HTTP basic credentials for the hosts that have some
+(:mod:`venvstacks_docker.credentials`: userinfo in the wheel URL, credentials of the
+indexes in use, found where uv finds them, or a netrc ``machine`` entry), and only for
+those hosts: never to another host, not even across a redirect.  Error messages never
+show a secret.
 """
 
 from __future__ import annotations
@@ -13,13 +19,16 @@ import os
 import shutil
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from venvstacks_docker import credentials as _credentials
+from venvstacks_docker.credentials import Credential
 from venvstacks_docker.errors import BuildError
 from venvstacks_docker.metadata import sha256_file
 
@@ -52,11 +61,16 @@ def ensure_wheels(
     *,
     offline: bool = False,
     on_fetch: Callable[[str], None] | None = None,
+    credentials: Sequence[Credential] | None = None,
 ) -> list[Path]:
     """Make sure every wheel is in ``wheel_dir`` with the pinned hash.
 
     Present and correct wheels are not fetched again; a present wheel with the wrong
     hash is replaced.  Downloads go to a temporary name and are renamed once verified.
+
+    :param credentials: index credentials to send (each only to its own host); default:
+        :func:`~venvstacks_docker.credentials.collect_credentials` for the indexes of the
+        stacks this process works on.
     """
     wheel_dir.mkdir(parents=True, exist_ok=True)
     unique = {r.filename: r for r in refs}
@@ -78,10 +92,12 @@ def ensure_wheels(
             "where the host fetches them), which fills the wheel cache; then retry",
         )
 
+    creds = list(credentials) if credentials is not None else _credentials.collect_credentials()
+
     def fetch(ref: WheelRef) -> None:
         if on_fetch:
             on_fetch(ref.filename)
-        _fetch_one(ref, wheel_dir / ref.filename)
+        _fetch_one(ref, wheel_dir / ref.filename, creds)
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         for future in [pool.submit(fetch, r) for r in todo]:
@@ -102,7 +118,7 @@ def _verified(path: Path, sha256: str) -> bool:
     return _VERIFIED[key] == sha256
 
 
-def _fetch_one(ref: WheelRef, target: Path) -> None:
+def _fetch_one(ref: WheelRef, target: Path, credentials: Sequence[Credential] = ()) -> None:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{ref.filename}.", suffix=".part", dir=target.parent)
     tmp = Path(tmp_name)
     try:
@@ -114,12 +130,7 @@ def _fetch_one(ref: WheelRef, target: Path) -> None:
                 with ref.path.open("rb") as src:
                     shutil.copyfileobj(src, out)
             elif ref.url:
-                try:
-                    with urllib.request.urlopen(ref.url, timeout=60) as resp:
-                        shutil.copyfileobj(resp, out, 1 << 20)
-                except (urllib.error.URLError, OSError) as exc:
-                    raise BuildError(f"cannot download {ref.filename} from {ref.url}: {exc}",
-                                     hint="check the network or index settings") from exc
+                _download(ref, out, credentials)
             else:
                 raise BuildError(f"the lock gives no URL or path for {ref.filename}")
         actual = sha256_file(tmp)
@@ -133,3 +144,66 @@ def _fetch_one(ref: WheelRef, target: Path) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+class _CredentialRedirectHandler(urllib.request.HTTPRedirectHandler):
+    """Follows redirects, sending credentials only to a target host that has its own.
+
+    The ``Authorization`` header is added as an *unredirected* header, which urllib
+    never copies to a redirected request; this handler adds the credential of the new
+    URL's host, if it has one, and drops userinfo a ``Location`` might carry.
+    """
+
+    def __init__(self, credentials: Sequence[Credential]) -> None:
+        super().__init__()
+        self.credentials = credentials
+
+    def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str,
+                         headers: Any, newurl: str) -> urllib.request.Request | None:
+        new = super().redirect_request(req, fp, code, msg, headers, _credentials.strip_userinfo(newurl))
+        if new is not None:
+            _authorize(new, _credentials.credential_for(new.full_url, self.credentials)[1])
+        return new
+
+
+def _authorize(request: urllib.request.Request, cred: Credential | None) -> None:
+    if cred is not None:
+        request.add_unredirected_header("Authorization", cred.header())
+
+
+def _download(ref: WheelRef, out: Any, credentials: Sequence[Credential]) -> None:
+    assert ref.url is not None
+    url, cred = _credentials.credential_for(ref.url, credentials)
+    request = urllib.request.Request(url)
+    _authorize(request, cred)
+    opener = urllib.request.build_opener(_CredentialRedirectHandler(credentials))
+    shown = _credentials.redact(ref.url)
+    try:
+        with opener.open(request, timeout=60) as resp:
+            shutil.copyfileobj(resp, out, 1 << 20)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        final = _credentials.strip_userinfo(exc.url or url)
+        if final != url:  # the error came from a redirect target: name it and its credential
+            cred = _credentials.credential_for(final, credentials)[1]
+        raise _http_error(ref.filename, final, exc.code, exc.reason, cred) from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise BuildError(f"cannot download {ref.filename} from {shown}: {_credentials.redact(str(exc))}",
+                         hint="check the network or index settings") from None
+
+
+def _http_error(filename: str, url: str, code: int, reason: object, cred: Credential | None) -> BuildError:
+    """A clear error for an HTTP error status (``url``: without userinfo)."""
+    parts = urllib.parse.urlsplit(url)
+    where = parts.netloc
+    message = _credentials.redact(f"cannot download {filename} from {url}: HTTP {code} {reason}")
+    if code not in (401, 403):
+        return BuildError(message, hint="check the network or index settings; relock if the index changed")
+    if cred is None:
+        return BuildError(
+            f"{message}: {where} wants credentials and none were found for it",
+            hint=f"give credentials for {where} where uv finds them: "
+            + _credentials.where_to_put_credentials(parts.hostname),
+        )
+    return BuildError(f"{message}: {where} rejected the credentials from {cred.source}",
+                      hint=f"check the username and password for {where} (or their access to this file)")
