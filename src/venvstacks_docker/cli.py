@@ -32,7 +32,7 @@ from venvstacks_docker import lock as _lock
 from venvstacks_docker import spec as _spec
 from venvstacks_docker.errors import EXIT_CODES, Interrupted, SpecError, VenvstacksDockerError
 
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
 log = logging.getLogger("venvstacks_docker")
 
@@ -122,6 +122,33 @@ def _ctx(spec: _spec.StackSpec, build_dir: str, runtime_source: list[str] | None
         runtime_sources=tuple(runtime_source or ()),
         offline=offline,
     )
+
+
+def _preflight(spec: _spec.StackSpec, build_dir: str, output_dir: str | None) -> None:
+    """Refuse bad folders and settings before anything is written (or a container started)."""
+    from venvstacks_docker import preflight
+
+    preflight.source_date_epoch_value()
+    preflight.check_work_folders(spec, _resolve_dir(spec, build_dir).absolute(),
+                                 _resolve_dir(spec, output_dir).absolute() if output_dir else None)
+
+
+@contextmanager
+def _hold(spec: _spec.StackSpec, command: str, *, build_dir: Path, output_dir: Path | None = None,
+          requirements: bool = False, say: Callable[[str], None]) -> Iterator[None]:
+    """Hold the locks of the folders ``command`` writes (one writer per folder)."""
+    from venvstacks_docker import locking
+
+    locks = locking.work_locks(requirements_dir=spec.requirements_dir if requirements else None,
+                               build_dir=build_dir, output_dir=output_dir)
+    with locking.hold(locks, command=command, say=say):
+        yield
+
+
+def _warn(message: str) -> None:
+    if not STATE.quiet:
+        err.print("[yellow]note:[/] ", end="")
+        err.print(message, markup=False)
 
 
 def _select(spec: _spec.StackSpec, include: list[str] | None, allow_missing: bool) -> list[_spec.LayerSpec]:
@@ -320,13 +347,20 @@ def _run_lock(ctx: _build.BuildContext, layers: list[_spec.LayerSpec], force: se
     # valid locks of layers not forced stay as they are
     for layer in layers:
         must = layer.env_name in force or layer.env_name in reset
-        res = _do_lock(ctx, [layer], index=index, if_needed=not must, reset=reset & {layer.env_name}, say=say)
+        try:
+            res = _do_lock(ctx, [layer], index=index, if_needed=not must, reset=reset & {layer.env_name},
+                           say=say)
+        except KeyboardInterrupt:
+            kept = f"; locks kept: {', '.join(results)}" if results else ""
+            raise Interrupted(f"locking was interrupted in layer {layer.env_name}, which the next "
+                              f"lock redoes{kept}") from None
         results.update(res)
     return results
 
 
 @app.command()
 def lock(
+    typer_ctx: typer.Context,
     spec_path: SpecArg,
     build_dir: BuildDirOpt = "_build",
     clean: Annotated[bool, typer.Option("--clean", help="Recreate the runtime environments first.")] = False,
@@ -347,8 +381,7 @@ def lock(
 ) -> None:
     """Lock layer requirements (pylock.toml files next to the spec, in requirements/)."""
     spec = _load(spec_path)
-    if _dispatch_to_container("lock", spec, native, base_image, build_dir=build_dir, output_dir=None):
-        return
+    _preflight(spec, build_dir, None)
     ctx = _ctx(spec, build_dir, runtime_source)
     included = _select(spec, include, allow_missing)
     layers, force = _lock_selection(spec, included, has_include=bool(include), if_needed=if_needed,
@@ -356,10 +389,12 @@ def lock(
     ops = {l.env_name: (["lock"] if l.env_name in force else ["lock-if-needed"]) for l in layers}
     if _show_selection(spec, layers, ops, show=show, show_only=show_only, json_output=json_output):
         return
-    if clean:
-        for rt in {spec.runtime_of(l).env_name for l in layers}:
-            _build.remove_tree(ctx, ctx.build_dir / rt)
-    with _progress("locking") as say:
+    if _dispatch_to_container(typer_ctx, "lock", spec, native, base_image, build_dir=build_dir, output_dir=None):
+        return
+    with _progress("locking") as say, _hold(spec, "lock", build_dir=ctx.build_dir, requirements=True, say=say):
+        if clean:
+            for rt in {spec.runtime_of(l).env_name for l in layers}:
+                _build.remove_tree(ctx, ctx.build_dir / rt)
         results = _run_lock(ctx, layers, force, index=_index(spec, index, local_wheels),
                             reset_patterns=reset_lock, say=say)
     _report_locks(spec, results, json_output)
@@ -405,9 +440,14 @@ def _output_selection(ctx: _build.BuildContext, include: list[str] | None, allow
 
 def _run_build(ctx: _build.BuildContext, layers: list[_spec.LayerSpec], *, clean: bool,
                say: Callable[[str], None]) -> dict[str, str]:
-    results = {}
+    results: dict[str, str] = {}
     for layer in layers:
-        results[layer.env_name] = _build.build_layer(ctx, layer, clean=clean, on_event=say)
+        try:
+            results[layer.env_name] = _build.build_layer(ctx, layer, clean=clean, on_event=say)
+        except KeyboardInterrupt:
+            kept = f"; layers kept: {', '.join(results)}" if results else ""
+            raise Interrupted(f"building was interrupted in layer {layer.env_name}, which the next "
+                              f"build redoes{kept}") from None
         say(f"{layer.env_name}: {results[layer.env_name]}")
     return results
 
@@ -435,6 +475,7 @@ def _publish_report(results: list[Any], manifest: Path, out_dir: Path, json_outp
 
 @app.command()
 def build(
+    typer_ctx: typer.Context,
     spec_path: SpecArg,
     build_dir: BuildDirOpt = "_build",
     output_dir: Annotated[str, typer.Option("--output-dir", help="Where archives and metadata go.")] = "_artifacts",
@@ -466,9 +507,7 @@ def build(
 ) -> None:
     """Build (and optionally lock and publish) layer environments: the pipeline command."""
     spec = _load(spec_path)
-    if _dispatch_to_container("build", spec, native, base_image, build_dir=build_dir,
-                              output_dir=output_dir if publish_ else None):
-        return
+    _preflight(spec, build_dir, output_dir if publish_ else None)
     if include_dependencies is not None:
         lock_dependencies = build_dependencies = publish_dependencies = include_dependencies
     ctx = _ctx(spec, build_dir, runtime_source, offline)
@@ -491,19 +530,38 @@ def build(
             ops[l.env_name].append("publish")
     if _show_selection(spec, everything, ops, show=show, show_only=show_only, json_output=json_output):
         return
-    if lock_if_needed or lock_:
+    if _dispatch_to_container(typer_ctx, "build", spec, native, base_image, build_dir=build_dir,
+                              output_dir=output_dir if publish_ else None):
+        return
+    out_dir = _resolve_dir(spec, output_dir) if publish_ else None
+    with _hold(spec, "build", build_dir=ctx.build_dir, output_dir=out_dir,
+               requirements=lock_if_needed or lock_, say=_warn):
+        _build_pipeline(ctx, everything, build_targets, publish_targets, clean=clean,
+                        lock=(lock_if_needed or lock_), lock_dependencies=lock_dependencies,
+                        do_build=do_build, publish=publish_, tag_outputs=tag_outputs,
+                        index=_index(spec, index, local_wheels) if (lock_if_needed or lock_) else None,
+                        reset_lock=reset_lock, out_dir=_resolve_dir(spec, output_dir), json_output=json_output)
+
+
+def _build_pipeline(ctx: _build.BuildContext, everything: list[_spec.LayerSpec],
+                    build_targets: list[_spec.LayerSpec], publish_targets: list[_spec.LayerSpec], *,
+                    clean: bool, lock: bool, lock_dependencies: bool, do_build: bool, publish: bool,
+                    tag_outputs: bool, index: _lock.IndexOptions | None, reset_lock: list[str] | None,
+                    out_dir: Path, json_output: bool) -> None:
+    """``build``'s steps, run while the command holds its folders' locks."""
+    spec = ctx.spec
+    if lock and index is not None:
         layers, force = _lock_selection(spec, everything, has_include=False, if_needed=True,
                                         lock_dependencies=lock_dependencies)
         with _progress("locking") as say:
-            _run_lock(ctx, layers, force, index=_index(spec, index, local_wheels),
-                      reset_patterns=reset_lock, say=say)
+            _run_lock(ctx, layers, force, index=index, reset_patterns=reset_lock, say=say)
     buildable = _buildable(ctx, everything, explicit=True)
     if do_build:
         with _progress("building") as say:
             _run_build(ctx, buildable, clean=clean, say=say)
     targets = [l for l in buildable if l in publish_targets]
-    _publish_step(ctx, targets, _resolve_dir(spec, output_dir), tag_outputs=tag_outputs, force=clean,
-                  dry_run=not publish_, json_output=json_output)
+    _publish_step(ctx, targets, out_dir, tag_outputs=tag_outputs, force=clean,
+                  dry_run=not publish, json_output=json_output)
 
 
 def _publish_step(ctx: _build.BuildContext, layers: list[_spec.LayerSpec], out_dir: Path, *, tag_outputs: bool,
@@ -518,6 +576,7 @@ def _publish_step(ctx: _build.BuildContext, layers: list[_spec.LayerSpec], out_d
 
 @app.command()
 def publish(
+    typer_ctx: typer.Context,
     spec_path: SpecArg,
     build_dir: BuildDirOpt = "_build",
     output_dir: Annotated[str, typer.Option("--output-dir", help="Where archives and metadata go.")] = "_artifacts",
@@ -536,13 +595,15 @@ def publish(
 ) -> None:
     """Publish layer archives of already-built environments (with metadata under __venvstacks__/)."""
     spec = _load(spec_path)
-    if _dispatch_to_container("publish", spec, native, base_image, build_dir=build_dir, output_dir=output_dir):
-        return
+    _preflight(spec, build_dir, output_dir)
     ctx = _ctx(spec, build_dir, None, offline=True)
     layers = _output_selection(ctx, include, allow_missing, dependencies=publish_dependencies,
                                derived=publish_derived)
     ops = {l.env_name: ["publish"] for l in layers}
     if _show_selection(spec, layers, ops, show=show, show_only=show_only, json_output=json_output):
+        return
+    if _dispatch_to_container(typer_ctx, "publish", spec, native or dry_run, base_image, build_dir=build_dir,
+                              output_dir=output_dir):
         return
     _publish_step(ctx, layers, _resolve_dir(spec, output_dir), tag_outputs=tag_outputs, force=force,
                   dry_run=dry_run, json_output=json_output)
@@ -550,6 +611,7 @@ def publish(
 
 @app.command("local-export")
 def local_export(
+    typer_ctx: typer.Context,
     spec_path: SpecArg,
     build_dir: BuildDirOpt = "_build",
     output_dir: Annotated[str, typer.Option("--output-dir", help="Where the environments are exported.")] = "_export",
@@ -569,14 +631,15 @@ def local_export(
     from venvstacks_docker import export as _export
 
     spec = _load(spec_path)
-    if _dispatch_to_container("local-export", spec, native, base_image, build_dir=build_dir, output_dir=output_dir):
-        return
+    _preflight(spec, build_dir, output_dir)
     ctx = _ctx(spec, build_dir, None, offline=True)
     layers = _output_selection(ctx, include, allow_missing, dependencies=publish_dependencies,
                                derived=publish_derived)
     out_dir = _resolve_dir(spec, output_dir)
     ops = {l.env_name: ["export"] for l in layers}
     if _show_selection(spec, layers, ops, show=show, show_only=show_only or dry_run, json_output=json_output):
+        return
+    if _dispatch_to_container(typer_ctx, "local-export", spec, native, base_image, build_dir=build_dir, output_dir=output_dir):
         return
     with _progress("exporting") as say:
         results, manifest = _export.export_layers(ctx, layers, out_dir, force=force, on_event=say)
@@ -600,7 +663,10 @@ def verify(
     from venvstacks_docker import verify as _verify
     from venvstacks_docker.errors import VerifyError
 
-    report = _verify.verify_output_dir(output_dir)
+    from venvstacks_docker.txn import settled
+
+    with settled(output_dir, command="verify", say=_warn):
+        report = _verify.verify_output_dir(output_dir)
     if json_output:
         sys.stdout.write(report.to_json())
     else:
@@ -621,7 +687,9 @@ def deploy(
     """\\[ours] Unpack published archives side by side and run each layer's postinstall.py."""
     from venvstacks_docker import deploy as _deploy
 
-    with _progress("deploying"):
+    from venvstacks_docker.txn import settled
+
+    with _progress("deploying") as say, settled(output_dir, command="deploy", say=say):
         result = _deploy.deploy(output_dir, target, manifest=manifest, python=python)
     if json_output:
         _emit_json(result.as_dict())
@@ -632,22 +700,46 @@ def deploy(
 # --- container dispatch ---------------------------------------------------------------
 
 
-def _dispatch_to_container(command: str, spec: _spec.StackSpec, native: bool, base_image: str | None, *,
+def _dispatch_to_container(ctx: typer.Context, command: str, spec: _spec.StackSpec, native: bool, base_image: str | None, *,
                            build_dir: str, output_dir: str | None) -> bool:
     """Run ``command`` in a builder container instead of here; False means run natively."""
     if native or os.environ.get("VENVSTACKS_DOCKER_IN_CONTAINER") == "1":
         return False
     if not sys.platform.startswith("linux"):
         return False
+    from venvstacks_docker._argv import reserialise
     from venvstacks_docker.host import dispatch
 
+    overrides: dict[str, Any] = {"spec_path": spec.path, "base_image": None,
+                                 "build_dir": str(_resolve_dir(spec, build_dir).absolute())}
+    if "output_dir" in ctx.params:
+        overrides["output_dir"] = str(_resolve_dir(spec, ctx.params["output_dir"]).absolute())
+    if ctx.params.get("local_wheels"):
+        overrides["local_wheels"] = [str(_resolve_dir(spec, d).absolute()) for d in ctx.params["local_wheels"]]
+    if ctx.params.get("runtime_source"):
+        overrides["runtime_source"] = [_absolute_source(spec, s) for s in ctx.params["runtime_source"]]
+    if not ctx.params.get("json_output"):
+        overrides["show"] = False  # the selection was shown here already
+    root_args = ["-v"] * STATE.verbose + (["-q"] if STATE.quiet else [])
+    argv = reserialise(ctx, overrides=overrides, root_args=root_args, extra=["--native"])
     dispatch.run_command_in_container(
-        command, sys.argv[1:], spec=spec, base_image=base_image,
+        command, argv, spec=spec, base_image=base_image,
         build_dir=_resolve_dir(spec, build_dir).absolute(),
         output_dir=_resolve_dir(spec, output_dir).absolute() if output_dir else None,
         verbose=STATE.verbose, quiet=STATE.quiet,
     )
     return True
+
+
+def _absolute_source(spec: _spec.StackSpec, source: str) -> str:
+    """A ``--runtime-source`` path as an absolute path (URLs stay as they are)."""
+    if "://" in source and not source.startswith("file://"):
+        return source
+    raw = Path(source.removeprefix("file://")).expanduser()
+    for candidate in (raw, spec.spec_dir / raw):
+        if candidate.exists():
+            return str(candidate.absolute())
+    return source
 
 
 # --- entry point ----------------------------------------------------------------------
@@ -703,12 +795,24 @@ def main(argv: list[str] | None = None) -> None:
         # without standalone mode, typer returns the code of a raised typer.Exit
         if isinstance(result, int):
             code = result
+    except Interrupted as exc:
+        err.print("[red]interrupted[/]: ", end="")
+        err.print(exc.message, markup=False)
+        code = exc.return_code
     except VenvstacksDockerError as exc:
         _print_error(exc)
         code = exc.return_code
     except (KeyboardInterrupt, typer.Abort):
         err.print("[red]interrupted[/]: nothing half-written was left behind")
         code = Interrupted.return_code
+    except OSError as exc:
+        # an OSError no stage turned into a message of its own: still say what failed
+        from venvstacks_docker.errors import FilesystemError
+
+        where = f" ({exc.filename})" if exc.filename else ""
+        _print_error(FilesystemError(f"{exc.strerror or exc}{where}",
+                                     hint="free some space or fix the permissions, then run again"))
+        code = FilesystemError.return_code
     except typer.Exit as exc:
         code = exc.exit_code
     except TyperException as exc:

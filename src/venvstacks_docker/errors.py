@@ -71,6 +71,12 @@ class CommandError(VenvstacksDockerError):
     return_code = 9
 
 
+class FilesystemError(VenvstacksDockerError):
+    """A file or folder could not be read or written (disk full, permissions, read-only)."""
+
+    return_code = 10
+
+
 class Interrupted(VenvstacksDockerError):
     """The user interrupted the run (Ctrl-C or SIGTERM)."""
 
@@ -88,5 +94,6 @@ EXIT_CODES: dict[int, str] = {
     7: "verification or audit found a mismatch",
     8: "runtime archive missing, unreachable or with the wrong hash",
     9: "an external command failed",
+    10: "a file or folder could not be read or written (disk full, permissions, read-only)",
     130: "interrupted",
 }

@@ -16,6 +16,7 @@ from typing import Any
 from venvstacks_docker import build as _build
 from venvstacks_docker._run import run
 from venvstacks_docker.errors import PublishError
+from venvstacks_docker.locking import folder_lock, hold
 from venvstacks_docker.metadata import read_json, write_json_if_changed
 from venvstacks_docker.publish import (
     METADATA_DIR,
@@ -37,8 +38,24 @@ def export_layers(
     force: bool = False,
     on_event: Callable[[str], None] | None = None,
 ) -> tuple[list[tuple[LayerSpec, Path, str]], Path]:
-    """Export ``layers`` into ``out``; returns (layer, folder, status) and the manifest path."""
+    """Export ``layers`` into ``out``; returns (layer, folder, status) and the manifest path.
+
+    Holds the build and export folders' locks (waiting for another run that uses them).
+    """
     out = out.absolute()
+    locks = [folder_lock(ctx.build_dir, "the build folder"), folder_lock(out, "the export folder")]
+    with hold(locks, command="local-export", say=on_event or (lambda message: None)):
+        return _export_layers(ctx, layers, out, force=force, on_event=on_event)
+
+
+def _export_layers(
+    ctx: _build.BuildContext,
+    layers: list[LayerSpec],
+    out: Path,
+    *,
+    force: bool,
+    on_event: Callable[[str], None] | None,
+) -> tuple[list[tuple[LayerSpec, Path, str]], Path]:
     out.mkdir(parents=True, exist_ok=True)
     results: list[tuple[LayerSpec, Path, str]] = []
     to_postinstall: list[tuple[LayerSpec, Path, Path, dict[str, Any]]] = []

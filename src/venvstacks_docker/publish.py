@@ -24,13 +24,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from venvstacks_docker import __version__
+from venvstacks_docker import __version__, _testhooks
 from venvstacks_docker import archive as _archive
 from venvstacks_docker import build as _build
 from venvstacks_docker import lock as _lock
 from venvstacks_docker import platforms as _plat
-from venvstacks_docker.errors import PublishError, SpecError
-from venvstacks_docker.metadata import METADATA_VERSION, hash_strings, read_json, write_json_if_changed
+from venvstacks_docker.errors import Interrupted, PublishError, VenvstacksDockerError
+from venvstacks_docker.locking import RUN_ID, folder_lock, hold
+from venvstacks_docker.metadata import METADATA_VERSION, dumps, hash_strings, read_json, sha256_file
+from venvstacks_docker.preflight import source_date_epoch_value
+from venvstacks_docker.txn import OutputTransaction, recover
 from venvstacks_docker.spec import LayerSpec, StackSpec, module_hash, module_name
 
 POSTINSTALL = Path(__file__).parent / "_injected" / "postinstall.py"
@@ -43,12 +46,9 @@ def archive_format(plat: str) -> str:
 
 def source_date_epoch(locked_at: str) -> tuple[int, str]:
     """SOURCE_DATE_EPOCH from the environment, else the layer's lock time."""
-    value = os.environ.get("SOURCE_DATE_EPOCH")
-    if value is not None and value != "":
-        if not value.isdigit():
-            raise SpecError(f"SOURCE_DATE_EPOCH must be a whole number of seconds, not {value!r}",
-                            hint="unset it, or set it to e.g. the last commit time: git log -1 --pretty=%ct")
-        return int(value), "environment"
+    value = source_date_epoch_value()
+    if value is not None:
+        return value, "environment"
     when = _dt.datetime.fromisoformat(locked_at)
     if when.tzinfo is None:
         when = when.replace(tzinfo=_dt.UTC)
@@ -167,6 +167,8 @@ class PublishedLayer:
     archive: Path
     status: str
     """``"built"``, ``"reused"`` or ``"dry-run"``."""
+    note: str | None = None
+    """Why an archive whose inputs did not change was rebuilt anyway."""
 
 
 def _our_metadata(ctx: _build.BuildContext, layer: LayerSpec, epoch: int, epoch_source: str,
@@ -208,6 +210,161 @@ def _inputs_hash(ctx: _build.BuildContext, layer: LayerSpec, base: dict[str, Any
     return hash_strings(items)
 
 
+@dataclass(frozen=True, kw_only=True)
+class _Plan:
+    layer: LayerSpec
+    metadata: dict[str, Any]
+    archive: Path
+    reuse: bool
+    note: str | None = None
+
+
+def _unproven(path: Path, previous: dict[str, Any]) -> str | None:
+    """Why the archive at ``path`` cannot be reused as ``previous`` describes it (None: it can)."""
+    if not path.is_file():
+        return f"{path.name} is missing"
+    size = path.stat().st_size
+    if size != previous.get("archive_size"):
+        return f"{path.name} has {size} bytes, its metadata says {previous.get('archive_size')}"
+    expected = (previous.get("archive_hashes") or {}).get("sha256")
+    actual = sha256_file(path)
+    if actual != expected:
+        return f"{path.name} has sha256 {actual}, its metadata says {expected}"
+    return None
+
+
+def _plan_layer(ctx: _build.BuildContext, layer: LayerSpec, out: Path, *, tag_outputs: bool,
+                force: bool) -> tuple[_Plan, dict[str, Any] | None]:
+    """What publishing ``layer`` means, and the previous metadata if its archive may be reused."""
+    plat = ctx.platform
+    fmt = archive_format(plat)
+    base = layer_metadata(ctx.spec, layer)
+    epoch, epoch_source = source_date_epoch(base["locked_at"])
+    ours = _our_metadata(ctx, layer, epoch, epoch_source, fmt)
+    ours["inputs_hash"] = _inputs_hash(ctx, layer, base, ours)
+    previous = read_json(metadata_paths(out, layer, plat, tag_outputs)) or {}
+    prev_ours = previous.get("venvstacks_docker") or {}
+    same_lock = previous.get("lock_version") == base["lock_version"]
+    archive_build = int(previous.get("archive_build", 0)) if same_lock else 0
+    same_inputs = (
+        same_lock
+        and prev_ours.get("inputs_hash") == ours["inputs_hash"]
+        and all(previous.get(k) == v for k, v in base.items())
+        and previous.get("target_platform") == plat
+    )
+    if not same_inputs or force:
+        archive_build += 1
+    archive_build = max(archive_build, 1)
+    suffix = _archive.archive_suffix(fmt)
+    name = f"{base['install_target']}-{plat}-{archive_build}{suffix}" if tag_outputs \
+        else f"{base['install_target']}{suffix}"
+    metadata = {**base, "archive_build": archive_build, "archive_name": name, "target_platform": plat,
+                "venvstacks_docker": ours}
+    plan = _Plan(layer=layer, metadata=metadata, archive=out / name, reuse=False)
+    candidate = same_inputs and not force and previous.get("archive_name") == name
+    return plan, (previous if candidate else None)
+
+
+def plan_publication(ctx: _build.BuildContext, layers: list[LayerSpec], out: Path, *,
+                     tag_outputs: bool = False, force: bool = False) -> list[_Plan]:
+    """Decide, for each layer, its metadata and whether its archive is rebuilt or reused.
+
+    An archive is reused only when its inputs are unchanged AND its bytes are proven to
+    be the ones the metadata describes (size and sha256; hashing is cheap next to
+    compressing).  Anything else (a flipped byte, a leftover of an interrupted run of
+    an old version, a missing file) is rebuilt, with a note saying why.
+    """
+    for layer in layers:
+        if _lock.lock_problems(ctx.spec, layer):
+            raise PublishError(f"layer {layer.env_name} has no valid lock",
+                               hint="run `venvstacks-docker lock` (and build) first")
+    drafts = [_plan_layer(ctx, layer, out, tag_outputs=tag_outputs, force=force) for layer in layers]
+    checks = [(plan, prev) for plan, prev in drafts if prev is not None]
+    with ThreadPoolExecutor(max_workers=max(1, min(4, len(checks)))) as pool:
+        verdicts = dict(zip((id(p) for p, _ in checks),
+                            pool.map(lambda item: _unproven(item[0].archive, item[1]), checks)))
+    plans = []
+    for plan, previous in drafts:
+        if previous is None:
+            plans.append(plan)
+            continue
+        why = verdicts[id(plan)]
+        if why is not None:
+            plans.append(_Plan(layer=plan.layer, metadata=plan.metadata, archive=plan.archive, reuse=False,
+                               note=f"rebuilding {plan.layer.env_name}: {why}"))
+            continue
+        ours = {**plan.metadata["venvstacks_docker"],
+                "archive_tar_sha256": (previous.get("venvstacks_docker") or {}).get("archive_tar_sha256")}
+        metadata = {**plan.metadata, "archive_size": previous["archive_size"],
+                    "archive_hashes": previous["archive_hashes"], "venvstacks_docker": ours}
+        plans.append(_Plan(layer=plan.layer, metadata=metadata, archive=plan.archive, reuse=True))
+    return plans
+
+
+def _archive_one(ctx: _build.BuildContext, plan: _Plan, txn: OutputTransaction, cancel: threading.Event,
+                 say: Callable[[str], None]) -> PublishedLayer:
+    if plan.reuse:
+        return PublishedLayer(layer=plan.layer, metadata=plan.metadata, archive=plan.archive, status="reused")
+    say(f"archiving {plan.layer.env_name}")
+    stage = ctx.build_dir / "_publish" / f"{plan.layer.env_name}.{RUN_ID}"
+    metadata = plan.metadata
+    try:
+        stage_layer(ctx, plan.layer, stage)
+        result = _archive.write_archive(stage, txn.path_for(plan.archive.name),
+                                        root_name=metadata["install_target"],
+                                        mtime=metadata["venvstacks_docker"]["source_date_epoch"],
+                                        fmt=archive_format(ctx.platform), cancel=cancel,
+                                        arch=_plat.arch_of(ctx.platform))
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    ours = {**metadata["venvstacks_docker"], "archive_tar_sha256": result.tar_sha256}
+    metadata = {**metadata, "archive_size": result.size, "archive_hashes": {"sha256": result.sha256},
+                "venvstacks_docker": ours}
+    return PublishedLayer(layer=plan.layer, metadata=metadata, archive=plan.archive, status="built",
+                          note=plan.note)
+
+
+def _archive_all(ctx: _build.BuildContext, plans: list[_Plan], txn: OutputTransaction, jobs: int | None,
+                 say: Callable[[str], None]) -> list[PublishedLayer]:
+    # Layers are archived concurrently and each archive compresses its chunks on a
+    # thread pool; output bytes do not depend on either.
+    cancel = threading.Event()
+    workers = max(1, min(len(plans), jobs or os.cpu_count() or 1))
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="publish")
+    try:
+        results = list(pool.map(lambda plan: _archive_one(ctx, plan, txn, cancel, say), plans))
+    except BaseException:
+        # Ctrl-C or a failed layer: stop the other archive writers
+        cancel.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    return results
+
+
+def _stage_metadata(ctx: _build.BuildContext, out: Path, results: list[PublishedLayer], txn: OutputTransaction,
+                    tagged: bool) -> None:
+    """Stage the per-layer metadata files and the manifest that changed."""
+    plat = ctx.platform
+    fresh = {item.layer.env_name: item.metadata for item in results}
+    for item in results:
+        path = metadata_paths(out, item.layer, plat, tagged)
+        text = dumps(item.metadata)
+        if _read_text(path) != text:
+            txn.stage_text(path.relative_to(out).as_posix(), text)
+    manifest = manifest_path(out, plat, tagged)
+    text = dumps(_manifest(ctx, out, tagged, fresh))
+    if _read_text(manifest) != text:
+        txn.stage_text(manifest.relative_to(out).as_posix(), text)
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
 def publish_layers(
     ctx: _build.BuildContext,
     layers: list[LayerSpec],
@@ -219,153 +376,80 @@ def publish_layers(
     jobs: int | None = None,
     on_event: Callable[[str], None] | None = None,
 ) -> tuple[list[PublishedLayer], Path]:
-    """Archive ``layers`` into ``out`` and write their metadata.
+    """Archive ``layers`` into ``out`` and write their metadata, as one transaction.
+
+    Holds the build and output folders' locks (waiting for another run), finishes or
+    clears what an interrupted run left (:func:`venvstacks_docker.txn.recover`), then
+    stages every new archive and metadata file and commits them together: ``out`` holds
+    either the previous publication or the new one, whatever happens to this run.
 
     :returns: the published layers and the manifest path.
+    :raises Interrupted: on Ctrl-C or SIGTERM (``out`` is left as it was).
     """
-    spec = ctx.spec
-    plat = ctx.platform
-    fmt = archive_format(plat)
     out = out.absolute()
-    work = ctx.build_dir / "_publish"
-    plans: list[tuple[LayerSpec, dict[str, Any], Path, bool]] = []
-    for layer in layers:
-        if _lock.lock_problems(spec, layer):
-            raise PublishError(f"layer {layer.env_name} has no valid lock",
-                               hint="run `venvstacks-docker lock` (and build) first")
-        base = layer_metadata(spec, layer)
-        epoch, epoch_source = source_date_epoch(base["locked_at"])
-        ours = _our_metadata(ctx, layer, epoch, epoch_source, fmt)
-        ours["inputs_hash"] = _inputs_hash(ctx, layer, base, ours)
-        meta_file = metadata_paths(out, layer, plat, tag_outputs)
-        previous = read_json(meta_file) or {}
-        prev_ours = previous.get("venvstacks_docker") or {}
-        same_lock = previous.get("lock_version") == base["lock_version"]
-        archive_build = int(previous.get("archive_build", 0)) if same_lock else 0
-        same_inputs = (
-            same_lock
-            and prev_ours.get("inputs_hash") == ours["inputs_hash"]
-            and all(previous.get(k) == v for k, v in base.items())
-            and previous.get("target_platform") == plat
-        )
-        if not same_inputs or force:
-            archive_build += 1
-        archive_build = max(archive_build, 1)
-        suffix = _archive.archive_suffix(fmt)
-        name = f"{base['install_target']}-{plat}-{archive_build}{suffix}" if tag_outputs \
-            else f"{base['install_target']}{suffix}"
-        metadata = {**base, "archive_build": archive_build, "archive_name": name, "target_platform": plat,
-                    "venvstacks_docker": ours}
-        archive_path = out / name
-        reuse = (
-            same_inputs and not force and previous.get("archive_name") == name
-            and archive_path.exists() and archive_path.stat().st_size == previous.get("archive_size")
-        )
-        if reuse:
-            metadata["archive_size"] = previous["archive_size"]
-            metadata["archive_hashes"] = previous["archive_hashes"]
-            ours["archive_tar_sha256"] = prev_ours.get("archive_tar_sha256")
-        plans.append((layer, metadata, archive_path, reuse))
-
+    say = on_event or (lambda message: None)
+    manifest = manifest_path(out, ctx.platform, tag_outputs)
     if dry_run:
-        return [PublishedLayer(layer=l, metadata=m, archive=p, status="dry-run") for l, m, p, _ in plans], \
-            manifest_path(out, plat, tag_outputs)
-
-    out.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out)
-    cancel = threading.Event()
-
-    def do(plan: tuple[LayerSpec, dict[str, Any], Path, bool]) -> PublishedLayer:
-        layer, metadata, archive_path, reuse = plan
-        if reuse:
-            return PublishedLayer(layer=layer, metadata=metadata, archive=archive_path, status="reused")
-        if on_event:
-            on_event(f"archiving {layer.env_name}")
-        stage = work / layer.env_name
-        if stage.exists():
-            shutil.rmtree(stage)
+        plans = plan_publication(ctx, layers, out, tag_outputs=tag_outputs, force=force)
+        return [PublishedLayer(layer=p.layer, metadata=p.metadata, archive=p.archive, status="dry-run",
+                               note=p.note) for p in plans], manifest
+    locks = [folder_lock(ctx.build_dir, "the build folder"), folder_lock(out, "the output folder")]
+    with hold(locks, command="publish", say=say):
+        for note in recover(out):
+            say(note)
+        plans = plan_publication(ctx, layers, out, tag_outputs=tag_outputs, force=force)
+        for plan in plans:
+            if plan.note:
+                say(plan.note)
+        txn = OutputTransaction(out)
         try:
-            stage_layer(ctx, layer, stage)
-            result = _archive.write_archive(stage, archive_path, root_name=metadata["install_target"],
-                                            mtime=metadata["venvstacks_docker"]["source_date_epoch"],
-                                            fmt=fmt, cancel=cancel, arch=_plat.arch_of(plat))
-        finally:
-            shutil.rmtree(stage, ignore_errors=True)
-        ours = {**metadata["venvstacks_docker"], "archive_tar_sha256": result.tar_sha256}
-        metadata = {**metadata, "archive_size": result.size, "archive_hashes": {"sha256": result.sha256},
-                    "venvstacks_docker": ours}
-        return PublishedLayer(layer=layer, metadata=metadata, archive=archive_path, status="built")
-
-    # Layers are archived concurrently and each archive compresses its chunks on a
-    # thread pool; output bytes do not depend on either.
-    workers = max(1, min(len(plans), jobs or os.cpu_count() or 1))
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="publish")
-    try:
-        results = list(pool.map(do, plans))
-    except BaseException:
-        # Ctrl-C or a failed layer: stop the other archive writers; each removes its
-        # temporary file, so no archive appears and no metadata is written
-        cancel.set()
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
-    for item in results:
-        write_json_if_changed(metadata_paths(out, item.layer, plat, tag_outputs), item.metadata)
-    manifest = write_manifest(ctx, out, tag_outputs)
+            results = _archive_all(ctx, plans, txn, jobs, say)
+            _testhooks.pause("publish-staged")
+            _stage_metadata(ctx, out, results, txn, tag_outputs)
+            txn.commit()
+        except KeyboardInterrupt:
+            if txn.committed:  # the signal was held back until the commit was done
+                raise Interrupted(f"interrupted just after publishing finished: {out} holds the new "
+                                  "publication") from None
+            txn.abort()
+            raise Interrupted(f"publishing was interrupted: {out} still holds its previous publication "
+                              "(nothing of this run was kept)") from None
+        except VenvstacksDockerError as exc:
+            txn.abort()
+            kept = f"{out} still holds its previous publication"
+            exc.hint = f"{exc.hint}; {kept}" if exc.hint else kept
+            raise
+        except BaseException:
+            txn.abort()
+            raise
     return results, manifest
 
 
-def remove_stale_temporaries(out: Path, *, any_pid: bool = False) -> None:
-    """Remove temporary files a killed earlier run left (only our own naming patterns).
+def collect_layer_metadata(ctx: _build.BuildContext, out: Path, tagged: bool,
+                           fresh: dict[str, dict[str, Any]] | None = None) -> dict[str, list[dict[str, Any]]]:
+    """The per-layer metadata of this stack's layers in ``out``, grouped by kind.
 
-    Temporaries of a process that is still alive are kept, unless ``any_pid`` (used
-    after a builder container died: its process ids mean nothing on the host).
+    ``fresh`` (env name -> metadata) takes the place of what is on disk for the layers
+    being published now.
     """
-    for folder in (out, out / METADATA_DIR, out / METADATA_DIR / "env_metadata"):
-        if not folder.is_dir():
-            continue
-        for item in folder.iterdir():
-            name = item.name
-            if item.is_file() and name.startswith(".") and (".tmp-" in name or name.endswith(".tmp")):
-                pid = name.rsplit(".tmp-", 1)[-1] if ".tmp-" in name else ""
-                if not any_pid and pid.isdigit() and _alive(int(pid)):
-                    continue
-                item.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def collect_layer_metadata(ctx: _build.BuildContext, out: Path, tagged: bool) -> dict[str, list[dict[str, Any]]]:
-    """The per-layer metadata files in ``out`` of this stack's layers, grouped by kind."""
     groups: dict[str, list[dict[str, Any]]] = {"runtimes": [], "frameworks": [], "applications": []}
     key = {"runtime": "runtimes", "framework": "frameworks", "application": "applications"}
     for layer in ctx.spec.all_layers():
-        data = read_json(metadata_paths(out, layer, ctx.platform, tagged))
+        data = (fresh or {}).get(layer.env_name) or read_json(metadata_paths(out, layer, ctx.platform, tagged))
         if data and data.get("layer_name") == layer.env_name:
             groups[key[layer.kind]].append(data)
     return groups
 
 
-def write_manifest(ctx: _build.BuildContext, out: Path, tagged: bool) -> Path:
+def _manifest(ctx: _build.BuildContext, out: Path, tagged: bool,
+              fresh: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The combined manifest: every layer of the stack that has per-layer metadata.
 
     Built from the per-layer files, so publishing with ``--include`` keeps the other
     layers in the manifest (venvstacks 0.8 drops them).
     """
-    plat = ctx.platform
-    manifest = {
-        "layers": collect_layer_metadata(ctx, out, tagged),
+    return {
+        "layers": collect_layer_metadata(ctx, out, tagged, fresh),
         "venvstacks_docker": {"metadata_version": METADATA_VERSION, "tool_version": __version__,
-                              "target_platform": plat, "spec_name": ctx.spec.path.name},
+                              "target_platform": ctx.platform, "spec_name": ctx.spec.path.name},
     }
-    path = manifest_path(out, plat, tagged)
-    write_json_if_changed(path, manifest)
-    return path

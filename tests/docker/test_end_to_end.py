@@ -27,8 +27,9 @@ def digests(folder: Path) -> dict[str, str]:
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """The publication's files (not the tool's lock and staging folder)."""
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+            for p in sorted(folder.rglob("*")) if p.is_file() and ".venvstacks-docker" not in p.parts}
 
 
 def test_container_publish_is_bit_identical_to_native(
@@ -63,9 +64,9 @@ def test_killed_container_leaves_the_output_folder_as_it_was(
         [sys.executable, "-m", "venvstacks_docker", "build", "--publish", "--clean",
          "--output-dir", str(out), str(spec)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    # kill the builder container once it has started archiving (a temporary file appears)
+    # kill the builder container once it has started archiving (a staged file appears)
     deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and not [p for p in out.iterdir() if ".tmp" in p.name]:
+    while time.monotonic() < deadline and not list(out.glob(".venvstacks-docker/staging-*/*")):
         time.sleep(0.1)
     for container in docker_client.containers.list(filters={"label": f"{LABEL_ROLE}=builder"}):
         if str(out) in " ".join(container.attrs["Config"]["Cmd"]):
@@ -75,6 +76,9 @@ def test_killed_container_leaves_the_output_folder_as_it_was(
     assert "killed" in stderr.lower()
     assert "Traceback" not in stderr
     assert snapshot(out) == before
+    # the host cleared what the killed container staged
+    assert list(out.glob(".venvstacks-docker/staging-*")) == []
+    assert cli("verify", out).returncode == 0
     leftover = [c.name for c in docker_client.containers.list(all=True, filters={"label": f"{LABEL_ROLE}=builder"})
                 if str(out) in " ".join(c.attrs["Config"]["Cmd"])]
     assert leftover == []

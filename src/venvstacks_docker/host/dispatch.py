@@ -17,13 +17,19 @@ the stages' own atomic writes, as the caller's uid:gid.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import sys
-from collections.abc import Callable, Mapping, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from venvstacks_docker.errors import ContainerError, VenvstacksDockerError
+from venvstacks_docker import _testhooks
+from venvstacks_docker import credentials as _credentials
+from venvstacks_docker.locking import FolderLock, held_env, hold, work_locks
+from venvstacks_docker.txn import recover
 from venvstacks_docker.host.container import Mount, StreamName
 from venvstacks_docker.host.images import ensure_builder_image, host_target
 from venvstacks_docker.host.orchestrator import run_in_builder, same_path_mounts
@@ -131,8 +137,93 @@ def network_passthrough(environ: Mapping[str, str] | None = None) -> tuple[dict[
 
 def _relay(line: str, stream: StreamName) -> None:
     out = sys.stdout if stream == "stdout" else sys.stderr
-    out.write(line + "\n")
+    out.write(_credentials.redact(line) + "\n")  # no index secret reaches a log
     out.flush()
+
+
+#: Where a networked container finds the index credentials of its run.
+CONTAINER_NETRC: Final = "/run/venvstacks-docker/netrc"
+
+
+@contextlib.contextmanager
+def _credentials_mount(spec: StackSpec) -> Iterator[tuple[dict[str, str], list[Mount]]]:
+    """Index credentials for a networked container: a netrc file mounted for this run.
+
+    Never environment variables or arguments, which ``docker inspect`` shows.  The file
+    is private to the caller (0600, in a 0700 folder) and removed after the run.
+    """
+    text = _credentials.container_netrc(spec.uv_config)
+    if not text:
+        yield {}, []
+        return
+    folder = Path(tempfile.mkdtemp(prefix="venvstacks-docker-netrc-"))
+    try:
+        path = folder / "netrc"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        yield {"NETRC": CONTAINER_NETRC}, [Mount(path, CONTAINER_NETRC, True)]
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _input_mounts(spec: StackSpec, argv: Sequence[str], *, writable_requirements: bool) -> dict[Path, bool]:
+    """What the inner command reads from the spec folder, and nothing else of it.
+
+    The stack file, ``venvstacks.uv.toml``, ``requirements/`` (writable only when
+    locking), the launch and support modules, and folders named by path options.  The
+    spec folder itself, the current folder and the caller's home are never mounted as
+    such, so a networked lock container sees none of the caller's other files.
+    """
+    paths: dict[Path, bool] = {spec.path: True}
+    uv_file = spec.spec_dir / "venvstacks.uv.toml"
+    if uv_file.is_file():
+        paths[uv_file] = True
+    spec.requirements_dir.mkdir(parents=True, exist_ok=True)
+    paths[spec.requirements_dir.absolute()] = not writable_requirements
+    for layer in spec.applications:
+        for module in (layer.launch_module, *layer.support_modules):
+            if module is not None:
+                paths[module] = True
+    for extra in _input_paths(spec, argv):
+        paths.setdefault(extra, True)
+    return paths
+
+
+def _work_mounts(build_dir: Path, output_dir: Path | None, cache: Path) -> dict[Path, bool]:
+    """Build and output folders (writable) and the caches."""
+    paths: dict[Path, bool] = {build_dir: False}
+    if output_dir is not None:
+        paths[output_dir] = False
+    # uv opens its cache even to install from local wheels
+    (cache / "uv").mkdir(parents=True, exist_ok=True)
+    paths[cache / "uv"] = False
+    # installs come from the hash-checked caches the host filled: read-only
+    for sub in ("wheels", "runtimes"):
+        (cache / sub).mkdir(parents=True, exist_ok=True)
+        paths[cache / sub] = True
+    return paths
+
+
+def _container_env(cache: Path, locks: Sequence[FolderLock]) -> dict[str, str]:
+    env = {
+        "VENVSTACKS_DOCKER_CACHE": str(cache),
+        "UV_CACHE_DIR": str(cache / "uv"),
+        **held_env(locks),
+    }
+    for name in ("NO_COLOR", "FORCE_COLOR", _testhooks.PAUSE_ENV):
+        if name in os.environ:
+            env[name] = os.environ[name]
+    # index settings, with any user:password@ stripped and no _USERNAME/_PASSWORD
+    env.update(_credentials.container_environment())
+    return env
+
+
+def _settle_output(output_dir: Path | None, say: Callable[[str], None]) -> None:
+    """Finish or clear what an interrupted publish left (the host holds the lock)."""
+    if output_dir is not None and output_dir.is_dir():
+        for note in recover(output_dir):
+            say(note)
 
 
 def run_command_in_container(
@@ -146,10 +237,14 @@ def run_command_in_container(
     verbose: int | bool = False,
     quiet: bool = False,
 ) -> None:
-    """Run ``venvstacks-docker <argv...> --native`` in the builder container for this host.
+    """Run ``venvstacks-docker <argv...>`` in the builder container for this host.
+
+    The host holds the folders' locks for the whole run (the command inside is told
+    so), settles the output folder before and after (so a killed container never
+    leaves a half-committed publication behind) and mounts only what the command needs.
 
     :param command: the stage (``lock``, ``build``, ``publish``, ``local-export``).
-    :param argv: the command line as given (``sys.argv[1:]``).
+    :param argv: the full in-container command line, paths absolute (``_argv.reserialise``).
     :param spec: the loaded stack file.
     :param base_image: ``--base-image``; the spec's ``base_image`` is used otherwise.
     :param build_dir: absolute build folder (mounted writable).
@@ -161,105 +256,66 @@ def run_command_in_container(
     from rich.console import Console
     from rich.markup import escape
 
-    from venvstacks_docker.host.engine import connect
-    from venvstacks_docker.runtimes import cache_root
-
     console = Console(stderr=True, highlight=False)
 
     def say(message: str) -> None:
         if not quiet:
             console.print(f"* {escape(message)}")
 
+    network = needs_network(command, argv)
+    locks = work_locks(requirements_dir=spec.requirements_dir if network else None, build_dir=build_dir,
+                       output_dir=output_dir,
+                       output_what="the export folder" if command == "local-export" else "the output folder")
+    with hold(locks, command=command, say=say):
+        _settle_output(output_dir if command != "local-export" else None, say)
+        try:
+            _run_locked(command, argv, spec=spec, base_image=base_image, build_dir=build_dir,
+                        output_dir=output_dir, network=network, locks=locks, verbose=verbose, say=say,
+                        console=console)
+        finally:
+            # a failed, killed or interrupted container may have died mid-commit
+            _settle_output(output_dir if command != "local-export" else None, say)
+
+
+def _run_locked(command: str, argv: Sequence[str], *, spec: StackSpec, base_image: str | None,
+                build_dir: Path, output_dir: Path | None, network: bool, locks: Sequence[FolderLock],
+                verbose: int | bool, say: Callable[[str], None], console: Any) -> None:
+    from rich.markup import escape
+
+    from venvstacks_docker.host.engine import connect
+    from venvstacks_docker.runtimes import cache_root
+
     def image_progress(line: str) -> None:
-        if verbose and not quiet:
+        if verbose:
             console.print(escape(line), style="dim")
 
     target = host_target()
     client = connect()
     say(f"preparing the builder image for {target}")
-    image = ensure_builder_image(
-        target,
-        base_image=base_image,
-        spec_base_image=spec.base_image,
-        client=client,
-        on_progress=image_progress,
-    )
+    image = ensure_builder_image(target, base_image=base_image, spec_base_image=spec.base_image,
+                                 client=client, on_progress=image_progress)
     say(f"builder image {image.tag}")
-
-    network = needs_network(command, argv)
     if not network and command in {"build", "publish", "local-export"}:
-        try:
-            prefetch_for_offline_build(
-                spec,
-                platform=target,
-                runtime_sources=[*_option_values(argv, ("--runtime-source",)), *spec.runtime_sources],
-                say=lambda m: say(m) if verbose else None,
-            )
-        except ImportError as exc:  # pragma: no cover - stage modules ship with the package
-            raise ContainerError(f"cannot prepare the offline build: {exc}") from None
-        except VenvstacksDockerError:
-            raise
-
-    cache = cache_root().absolute()
-    folders = [spec.spec_dir.absolute(), build_dir, cache]
-    if output_dir is not None:
-        folders.append(output_dir)
-    for folder in folders:
-        folder.mkdir(parents=True, exist_ok=True)
-    # the spec folder is read-only; only requirements/ is writable, and only when locking
-    paths: dict[Path, bool] = {spec.spec_dir.absolute(): True, build_dir: False, cache: False}
-    if command == "lock" or network:
-        spec.requirements_dir.mkdir(parents=True, exist_ok=True)
-        paths[spec.requirements_dir.absolute()] = False
-    if not network:
-        # offline steps install from the hash-checked caches the host filled: read-only
-        for sub in ("wheels", "runtimes"):
-            (cache / sub).mkdir(parents=True, exist_ok=True)
-            paths[cache / sub] = True
-    if output_dir is not None:
-        paths[output_dir] = False
-    for extra in _input_paths(spec, argv):
-        paths.setdefault(extra, True)
-    cwd = Path.cwd()
-    if not any(cwd == p or p in cwd.parents for p in paths):
-        try:
-            same_path_mounts({cwd: True})
-            paths[cwd] = True
-        except ContainerError:
-            pass  # cwd is a system folder: relative paths in argv are resolved by the CLI anyway
-    mounts = same_path_mounts(paths)
-
-    env = {
-        "VENVSTACKS_DOCKER_CACHE": str(cache),
-        "UV_CACHE_DIR": str(cache / "uv"),
-    }
-    for name in ("NO_COLOR", "FORCE_COLOR", "UV_INDEX_URL", "UV_EXTRA_INDEX_URL", "UV_DEFAULT_INDEX"):
-        if name in os.environ:
-            env[name] = os.environ[name]
-    if network:
-        net_env, net_mounts = network_passthrough()
-        env.update(net_env)
-        mounts = [*mounts, *net_mounts]
-    say(f"running `{command}` in the container (network {'on' if network else 'off'})")
-    try:
-        run_in_builder(
-            [*argv, "--native"],
-            image=image,
-            mounts=mounts,
-            network=network,
-            env=env,
-            on_output=_relay,
-            working_dir=str(cwd) if any(cwd == m.host_path or m.host_path in cwd.parents for m in mounts) else None,
-            client=client,
+        prefetch_for_offline_build(
+            spec, platform=target,
+            runtime_sources=[*_option_values(argv, ("--runtime-source",)), *spec.runtime_sources],
+            say=lambda m: say(m) if verbose else None,
         )
-    except BaseException:
-        # the container is gone (failed, killed or interrupted): whatever temporary
-        # files its publish left in the output folder are stale, whatever their pid
-        if output_dir is not None:
-            from venvstacks_docker.publish import remove_stale_temporaries
-
-            remove_stale_temporaries(output_dir, any_pid=True)
-        raise
+    cache = cache_root().absolute()
+    for folder in (build_dir, cache) if output_dir is None else (build_dir, cache, output_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    paths = _input_mounts(spec, argv, writable_requirements=network)
+    paths.update(_work_mounts(build_dir, output_dir, cache))
+    mounts = same_path_mounts(paths)
+    env = _container_env(cache, locks)
+    with _credentials_mount(spec) if network else contextlib.nullcontext(({}, [])) as (auth_env, auth_mounts):
+        if network:
+            net_env, net_mounts = network_passthrough()
+            env.update(net_env, **auth_env)
+            mounts = [*mounts, *net_mounts, *auth_mounts]
+        say(f"running `{command}` in the container (network {'on' if network else 'off'})")
+        run_in_builder(list(argv), image=image, mounts=mounts, network=network, env=env, on_output=_relay,
+                       working_dir=str(spec.spec_dir), client=client)
 
 
 __all__ = [
