@@ -1,27 +1,55 @@
 """One builder container: create, run one command, stream its output, always remove it.
 
-The container runs as the caller's uid:gid with umask 022, so files it writes into bind
-mounts belong to the caller and get ordinary modes.  The environment is pinned (UTC,
-C.UTF-8, PYTHONHASHSEED=0, SOURCE_DATE_EPOCH when given) and networking is off unless a
-step asks for it.  Whatever happens (success, failure, Ctrl-C, SIGTERM), leaving the
-``with`` block removes the container and its anonymous volumes, unless
-``VENVSTACKS_DOCKER_KEEP_CONTAINER=1`` keeps it for debugging.
+What the container may do, and why:
+
+- **Never root.**  It runs as the caller's uid:gid, so files it writes into bind mounts
+  belong to the caller; when the caller is root it runs as the unprivileged sandbox user
+  instead (:mod:`venvstacks_docker.host.ownership`), and its writable mounts are handed
+  to that user for the run and given back to root afterwards.
+- **No privileges.**  Every capability is dropped, ``no-new-privileges`` is set (setuid
+  binaries gain nothing), and the root file system is read-only; only a tmpfs at
+  ``/tmp`` (which holds ``HOME``) and the writable bind mounts can be written.
+- **Pinned.**  umask 022, UTC, C.UTF-8, PYTHONHASHSEED=0, SOURCE_DATE_EPOCH when given,
+  and networking off unless a step asks for it.
+- **Never outlives the host command.**  Leaving the ``with`` block removes the container
+  and its anonymous volumes, whatever happened (success, failure, Ctrl-C, SIGTERM),
+  unless ``VENVSTACKS_DOCKER_KEEP_CONTAINER=1`` keeps it for debugging.  If the host
+  process dies without cleaning up (SIGKILL), the container notices (its stdin, held
+  open by the host, reaches end-of-file) and stops its command within seconds; the next
+  run removes it (:func:`venvstacks_docker.host.orphans.remove_orphans`).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
+import socket
 import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple
 
 from venvstacks_docker.errors import ContainerError, Interrupted
+from venvstacks_docker.host.orphans import (
+    LABEL_KEEP,
+    LABEL_OWNER,
+    LABEL_ROLE,
+    ROLE_BUILDER,
+    Owner,
+    remove_orphans,
+    truthy,
+)
+from venvstacks_docker.host.ownership import (
+    mount_point_skeletons,
+    readable_by_sandbox,
+    sandbox_ownership,
+    sandbox_user,
+)
 
 if TYPE_CHECKING:
     import docker
@@ -32,13 +60,33 @@ StreamName = Literal["stdout", "stderr"]
 OutputCallback = Callable[[str, StreamName], None]
 
 KEEP_CONTAINER_ENV: Final = "VENVSTACKS_DOCKER_KEEP_CONTAINER"
-#: Every container the tool creates carries this label (value: ``"builder"``).
-LABEL_ROLE: Final = "venvstacks-docker.role"
-#: And this one, naming the host process that created it (``<hostname>:<pid>``).
-LABEL_OWNER: Final = "venvstacks-docker.owner"
+#: Size of the scratch tmpfs at ``/tmp`` (``HOME`` is ``/tmp/home``); memory-backed.
+TMP_SIZE_ENV: Final = "VENVSTACKS_DOCKER_TMP_SIZE"
+DEFAULT_TMP_SIZE: Final = "1g"
+#: Seconds between SIGTERM and SIGKILL when the host process is gone.
+ORPHAN_GRACE_SECONDS: Final = 5
 
-#: Runs the real command with umask 022 (the engine has no umask option).
-_UMASK_WRAPPER: Final = ["/bin/sh", "-c", 'umask 022 && exec "$@"', "venvstacks-docker"]
+#: The entrypoint.  The engine has no umask option and the root file system is
+#: read-only, so: umask 022, create HOME on the /tmp tmpfs, then ``exec`` the real
+#: command, which keeps the shell's pid (docker-init's child), so ``docker stop`` and
+#: ``docker kill`` reach it directly and its exit status is the container's.  When stdin
+#: is a pipe (the host holds an attach to it open for the whole run and never writes), a
+#: background watcher reads it: end-of-file means the engine closed it because the host
+#: process went away, even by SIGKILL, so the watcher sends the command SIGTERM, then
+#: SIGKILL after a grace period, and the container stops.  The command itself gets
+#: /dev/null as stdin, as before.
+_WRAPPER_SCRIPT: Final = f"""\
+umask 022
+if [ -n "${{HOME:-}}" ]; then mkdir -p "$HOME" 2>/dev/null || :; fi
+if [ -p /proc/self/fd/0 ]; then
+  exec 3<&0
+  {{ while read -r _ <&3; do :; done
+    kill -TERM "$$"; sleep {ORPHAN_GRACE_SECONDS}; kill -KILL "$$"
+  }} </dev/null >/dev/null 2>&1 &
+fi
+exec "$@" </dev/null 3<&-
+"""
+_WRAPPER: Final = ["/bin/sh", "-c", _WRAPPER_SCRIPT, "venvstacks-docker"]
 _KILL_SIGNALS: Final = {137: "SIGKILL", 143: "SIGTERM", 130: "SIGINT"}
 
 
@@ -55,10 +103,6 @@ def default_output(line: str, stream: StreamName) -> None:
     out = sys.stdout if stream == "stdout" else sys.stderr
     out.write(line + "\n")
     out.flush()
-
-
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 def container_environment(
@@ -81,6 +125,38 @@ def container_environment(
         env["SOURCE_DATE_EPOCH"] = str(int(sde))
     env.update(environment or {})
     return env
+
+
+def tmpfs_mounts() -> dict[str, str]:
+    """The tmpfs mounts of a builder container (target -> mount options).
+
+    ``/tmp`` is the only writable place besides the bind mounts: sticky and
+    world-writable like a real ``/tmp``, executable (build tools may run scripts from
+    it), no device files or setuid.  Its size is ``VENVSTACKS_DOCKER_TMP_SIZE`` (default
+    1g; memory is used only as files fill it).
+
+    :raises ContainerError: for a size that is not a number with an optional k/m/g.
+    """
+    size = os.environ.get(TMP_SIZE_ENV, "").strip() or DEFAULT_TMP_SIZE
+    if not re.fullmatch(r"[1-9][0-9]*[kmgKMG]?", size):
+        raise ContainerError(
+            f"{TMP_SIZE_ENV}={size!r} is not a size", hint=f"use e.g. {TMP_SIZE_ENV}=4g"
+        )
+    return {"/tmp": f"rw,exec,nosuid,nodev,size={size},mode=1777"}
+
+
+def _container_user(user: str | None) -> tuple[str, bool]:
+    """``uid:gid`` to run as, and whether it is the sandbox user standing in for root."""
+    if user is None:
+        uid, gid = sandbox_user()
+        return f"{uid}:{gid}", uid != os.geteuid()
+    first = user.split(":", 1)[0].strip()
+    if first in {"root", ""} or (first.isdigit() and int(first) == 0):
+        raise ContainerError(
+            f"refusing to run a builder container as {user!r}: builder containers never run as root",
+            hint="leave the user unset (the caller's uid, or the sandbox user for root)",
+        )
+    return user, False
 
 
 @contextmanager
@@ -115,19 +191,29 @@ class BuilderContainer:
         with BuilderContainer(client, image=tag, command=["python3", "-V"]) as box:
             exit_code = box.run()
 
+    Entering removes orphans of dead runs, hands the writable mounts to the sandbox user
+    (root callers only) and creates the container; leaving removes it, then gives the
+    mounts back.  Nothing else is needed around it, on any exit path.
+
     :param client: engine client (:func:`venvstacks_docker.host.engine.connect`).
     :param image: image tag or ID; it must exist locally (nothing is pulled).
-    :param command: argv run inside the container (through ``sh -c 'umask 022; exec "$@"'``).
+    :param command: argv run inside the container (through a ``/bin/sh`` wrapper that
+        sets umask 022 and then execs it).
     :param environment: extra variables on top of :func:`container_environment`.
     :param source_date_epoch: ``SOURCE_DATE_EPOCH`` for the container.
     :param mounts: bind mounts ``(host_path, container_path, read_only)``.
     :param network: ``False`` (the default) runs with ``network_mode="none"``; ``True``
         uses the engine's default bridge network.
     :param working_dir: the command's working directory inside the container.
-    :param user: ``"uid:gid"``; defaults to the calling process's uid and gid.
+    :param user: ``"uid:gid"``, never root; by default the caller's uid and gid, or the
+        sandbox user's when the caller is root (then, and only then, the writable mounts
+        are handed over and given back, and unreadable read-only *files* are mounted as
+        private readable copies).
     :param on_output: called per output line; default relays to our stdout/stderr.
     :param labels: extra labels (tests use them to find their containers).
     :param name: container name; default ``venvstacks-docker-<random>``.
+    :raises ContainerError: for a root ``user``, a missing mount or image, or an engine
+        that refuses the container.
     """
 
     def __init__(
@@ -153,26 +239,47 @@ class BuilderContainer:
         self.mounts = [Mount(Path(m[0]), str(m[1]), bool(m[2])) for m in mounts]
         self.network = network
         self.working_dir = working_dir
-        self.user = user or f"{os.getuid()}:{os.getgid()}"
+        self.user, self.sandboxed = _container_user(user)
         self.on_output = on_output or default_output
+        self.keep = truthy(os.environ.get(KEEP_CONTAINER_ENV))
         self.labels = {
-            LABEL_ROLE: "builder",
-            LABEL_OWNER: f"{os.uname().nodename}:{os.getpid()}",
+            LABEL_ROLE: ROLE_BUILDER,
+            LABEL_OWNER: Owner.current().label(),
+            **({LABEL_KEEP: "1"} if self.keep else {}),
             **(labels or {}),
         }
         self.name = name or f"venvstacks-docker-{uuid.uuid4().hex[:12]}"
         self.container: Container | None = None
-        self._signals = _sigterm_raises()
+        self._stdin: Any = None
+        self._resources: ExitStack | None = None
 
     # -- lifecycle ------------------------------------------------------------------
 
     def __enter__(self) -> BuilderContainer:
-        self._signals.__enter__()
+        resources = ExitStack()
+        resources.enter_context(_sigterm_raises())
         try:
-            self.container = self._create()
+            self._check_mounts()
+            self._remove_orphans()
+            skeletons = resources.enter_context(
+                mount_point_skeletons([(m.container_path, m.host_path.is_dir()) for m in self.mounts])
+            )
+            mounts = [*self.mounts, *(Mount(path, folder, True) for folder, path in skeletons.items())]
+            sources = [m.host_path for m in mounts]
+            if self.sandboxed:
+                writable = [m.host_path for m in mounts if not m.read_only]
+                resources.enter_context(sandbox_ownership(writable))
+                sources = [
+                    resources.enter_context(readable_by_sandbox(m.host_path))
+                    if m.read_only and m.host_path.is_file()
+                    else m.host_path
+                    for m in mounts
+                ]
+            self.container = self._create(list(zip(mounts, sources, strict=True)))
         except BaseException:
-            self._signals.__exit__(*sys.exc_info())
+            resources.close()
             raise
+        self._resources = resources
         return self
 
     def __exit__(
@@ -184,43 +291,66 @@ class BuilderContainer:
         try:
             self._cleanup()
         finally:
-            self._signals.__exit__(exc_type, exc, tb)
+            # only now, with the container gone: give the mounts back, restore SIGTERM
+            resources, self._resources = self._resources, None
+            if resources is not None:
+                resources.close()
 
-    def _create(self) -> Container:
-        import docker
-
+    def _check_mounts(self) -> None:
         for mount in self.mounts:
             if not mount.host_path.exists():
                 raise ContainerError(
                     f"cannot mount {mount.host_path} into the builder container: it does not exist",
                     hint="create it first, or check the path",
                 )
-        docker_mounts = [
-            docker.types.Mount(
-                target=m.container_path, source=str(m.host_path), type="bind", read_only=m.read_only
-            )
-            for m in self.mounts
-        ]
-        kwargs: dict[str, Any] = {}
-        if not self.network:
-            kwargs["network_mode"] = "none"
+
+    def _remove_orphans(self) -> None:
+        """Remove containers left by dead runs; best effort (creating will report a dead engine)."""
         try:
-            return self.client.containers.create(
+            removed = remove_orphans(self.client)
+        except ContainerError:
+            return
+        if removed:
+            sys.stderr.write(
+                f"venvstacks-docker: removed {len(removed)} builder container(s) left by "
+                f"runs that died: {', '.join(removed)}\n"
+            )
+
+    def _create(self, mounts: Sequence[tuple[Mount, Path]]) -> Container:
+        """Create (not start) the container; ``mounts`` pairs each mount with its host source."""
+        import docker
+
+        api = self.client.api
+        host_config = api.create_host_config(
+            mounts=[
+                docker.types.Mount(target=m.container_path, source=str(src), type="bind", read_only=m.read_only)
+                for m, src in mounts
+            ],
+            network_mode=None if self.network else "none",
+            init=True,
+            read_only=True,
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            tmpfs=tmpfs_mounts(),
+        )
+        try:
+            # detach=False with stdin_open=True is how the SDK spells StdinOnce: the
+            # engine closes the container's stdin when the host's attach to it ends.
+            created = api.create_container(
                 self.image,
                 command=self.command,
-                entrypoint=_UMASK_WRAPPER,
+                entrypoint=_WRAPPER,
                 environment=self.environment,
                 user=self.user,
                 working_dir=self.working_dir,
-                mounts=docker_mounts,
                 labels=self.labels,
                 name=self.name,
-                detach=True,
-                stdin_open=False,
+                detach=False,
+                stdin_open=True,
                 tty=False,
-                security_opt=["no-new-privileges"],
-                **kwargs,
+                host_config=host_config,
             )
+            return self.client.containers.get(created["Id"])
         except docker.errors.ImageNotFound:
             raise ContainerError(
                 f"the builder image {self.image} is not in the local container engine",
@@ -238,7 +368,7 @@ class BuilderContainer:
         if container is None:
             return
         try:
-            if _truthy(os.environ.get(KEEP_CONTAINER_ENV)):
+            if self.keep or truthy(os.environ.get(KEEP_CONTAINER_ENV)):
                 container.reload()
                 if container.status == "running":
                     container.kill()
@@ -261,6 +391,19 @@ class BuilderContainer:
                     f"could not remove builder container {container.name}: {exc.explanation or exc}",
                     hint=f"remove it by hand: `docker rm -f -v {container.name}`",
                 ) from None
+        finally:
+            self._close_stdin()
+
+    def _close_stdin(self) -> None:
+        """Close our attach to the container's stdin (a live container would then stop)."""
+        stdin, self._stdin = self._stdin, None
+        if stdin is None:
+            return
+        raw = getattr(stdin, "_sock", stdin)  # SocketIO on a unix socket, else the socket
+        with suppress(Exception):  # best effort: the container is gone or going anyway
+            raw.shutdown(socket.SHUT_RDWR)
+        with suppress(Exception):
+            stdin.close()
 
     # -- running --------------------------------------------------------------------
 
@@ -282,10 +425,13 @@ class BuilderContainer:
             raise RuntimeError("BuilderContainer.run() needs `with BuilderContainer(...)`")
         container = self.container
         try:
-            # Attach before starting, so no output can be missed.
+            # Attach before starting, so no output can be missed; and hold the
+            # container's stdin open until we are done with it (never writing to it):
+            # when this process dies, the engine closes it and the container stops.
             frames = self.client.api.attach(
                 container.id, stdout=True, stderr=True, stream=True, logs=True, demux=True
             )
+            self._stdin = self.client.api.attach_socket(container.id, params={"stdin": 1, "stream": 1})
             container.start()
             self._pump(frames)
             result = container.wait()
@@ -327,9 +473,15 @@ class BuilderContainer:
 
 __all__ = [
     "KEEP_CONTAINER_ENV",
+    "LABEL_KEEP",
+    "LABEL_OWNER",
+    "LABEL_ROLE",
+    "TMP_SIZE_ENV",
     "BuilderContainer",
     "Mount",
     "OutputCallback",
     "container_environment",
     "default_output",
+    "remove_orphans",
+    "tmpfs_mounts",
 ]
