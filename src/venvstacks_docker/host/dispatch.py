@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from venvstacks_docker import _testhooks
 from venvstacks_docker import credentials as _credentials
+from venvstacks_docker.errors import Interrupted
 from venvstacks_docker.locking import FolderLock, held_env, hold, work_locks
 from venvstacks_docker.txn import recover
 from venvstacks_docker.host.container import Mount, StreamName
@@ -219,11 +220,29 @@ def _container_env(cache: Path, locks: Sequence[FolderLock]) -> dict[str, str]:
     return env
 
 
-def _settle_output(output_dir: Path | None, say: Callable[[str], None]) -> None:
-    """Finish or clear what an interrupted publish left (the host holds the lock)."""
+def _settle_output(output_dir: Path | None, say: Callable[[str], None]) -> bool:
+    """Finish or clear what an interrupted publish left (the host holds the lock).
+
+    :returns: whether a committed publication was finished.
+    """
+    finished = False
     if output_dir is not None and output_dir.is_dir():
         for note in recover(output_dir):
             say(note)
+            finished = finished or note.startswith("finished")
+    return finished
+
+
+def _interrupted(command: str, output_dir: Path | None, finished: bool) -> Interrupted:
+    """What a Ctrl-C (or SIGTERM) of the host kept, once the container is gone."""
+    if output_dir is None or command == "local-export":
+        return Interrupted(f"`{command}` was interrupted; the builder container was removed, and the "
+                           "next run redoes what was unfinished")
+    if finished:
+        return Interrupted(f"interrupted just after publishing finished: {output_dir} holds the new "
+                           "publication")
+    return Interrupted(f"publishing was interrupted: {output_dir} still holds its previous publication "
+                       "(nothing of this run was kept)")
 
 
 def run_command_in_container(
@@ -266,15 +285,19 @@ def run_command_in_container(
     locks = work_locks(requirements_dir=spec.requirements_dir if network else None, build_dir=build_dir,
                        output_dir=output_dir,
                        output_what="the export folder" if command == "local-export" else "the output folder")
+    published = output_dir if command != "local-export" else None
     with hold(locks, command=command, say=say):
-        _settle_output(output_dir if command != "local-export" else None, say)
+        _settle_output(published, say)
         try:
             _run_locked(command, argv, spec=spec, base_image=base_image, build_dir=build_dir,
                         output_dir=output_dir, network=network, locks=locks, verbose=verbose, say=say,
                         console=console)
-        finally:
-            # a failed, killed or interrupted container may have died mid-commit
-            _settle_output(output_dir if command != "local-export" else None, say)
+        except (KeyboardInterrupt, Interrupted):
+            raise _interrupted(command, output_dir, _settle_output(published, say)) from None
+        except BaseException:
+            # a failed or killed container may have died mid-commit
+            _settle_output(published, say)
+            raise
 
 
 def _run_locked(command: str, argv: Sequence[str], *, spec: StackSpec, base_image: str | None,
