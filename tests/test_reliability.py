@@ -194,3 +194,68 @@ def test_two_publishes_at_once_never_interleave(
     assert manifest.count('"archive_build": 3') == 3
     assert leftovers(old_out) == []
     assert cli("verify", old_out).returncode == 0
+
+
+# --- a full disk (a small tmpfs; mounting one needs root) -------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """An 8 MiB file system of its own, so writes really fail with ENOSPC."""
+    if os.geteuid() != 0:
+        pytest.skip("NOT ROOT: cannot mount a small tmpfs, so a full disk (ENOSPC) is NOT tested")
+    mount_point = tmp_path / "small disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount_point)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"CANNOT MOUNT A TMPFS ({mounted.stderr.strip()}): a full disk (ENOSPC) is NOT tested")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_disk_full_while_archiving_keeps_the_old_publication(
+    published_sample: Published, small_disk: Path  # type: ignore[no-untyped-def]
+) -> None:
+    out = small_disk / "out"
+    publish(published_sample, out, OLD_EPOCH)
+    old = state(out)
+    # the runtime layer's archive (about 20 MB) cannot fit
+    result = cli("publish", "--native", "--include", "cpython-3.11", "--include", "app-*",
+                 "--build-dir", published_sample.build_dir, "--output-dir", out, published_sample.spec,
+                 env=env_with(NEW_EPOCH), check=False)
+    message = " ".join(result.stderr.split())
+    assert result.returncode == 5, message
+    assert "No space left on device" in message and "Traceback" not in message
+    assert f"{out} still holds its previous publication" in message
+    assert state(out) == old
+    assert leftovers(out) == []
+    assert cli("verify", out).returncode == 0
+
+
+def test_disk_full_while_writing_metadata_keeps_the_old_publication(
+    published_sample: Published, versions, small_disk: Path, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    out = small_disk / "out"
+    publish(published_sample, out, OLD_EPOCH)
+    flag = tmp_path / "paused"
+    proc = start_paused(published_sample, out, "publish-staged", flag)
+    filler = small_disk / "filler"
+    with open(filler, "wb") as f, pytest.raises(OSError, match="No space left"):
+        while True:  # fill the disk to the last block
+            f.write(b"\0" * 65536)
+            f.flush()
+    flag.unlink()
+    _, stderr = proc.communicate(timeout=120)
+    message = " ".join(stderr.split())
+    assert proc.returncode == 5, message
+    assert "cannot write into the output folder" in message and "No space left on device" in message
+    assert "still holds its previous publication" in message and "Traceback" not in message
+    assert state(out) == versions["old"]
+    assert leftovers(out) == []
+    filler.unlink()
+    assert cli("verify", out).returncode == 0
+    publish(published_sample, out, NEW_EPOCH)
+    assert state(out) == versions["new"]

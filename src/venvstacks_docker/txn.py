@@ -234,8 +234,7 @@ def _write_error(out: Path, exc: OSError) -> PublishError:
     where = f" ({exc.filename})" if exc.filename else ""
     return PublishError(
         f"cannot write into the output folder {out}: {exc.strerror or exc}{where}",
-        hint="free some space or fix the folder's permissions, then publish again; "
-        "the folder still holds its previous publication",
+        hint="free some space or fix the folder's permissions, then publish again",
     )
 
 
