@@ -26,6 +26,7 @@ import stat
 import tarfile
 import threading
 import time
+import uuid
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -266,7 +267,7 @@ def write_archive(
         raise PublishError(
             f"cannot create output folder {archive_path.parent}: {exc.strerror or exc}"
         ) from exc
-    tmp_path = archive_path.with_name(f".{archive_path.name}.tmp-{os.getpid()}")
+    tmp_path = archive_path.with_name(f".{archive_path.name}.tmp-{uuid.uuid4().hex[:16]}")
     try:
         with open(tmp_path, "wb") as f:
             if fmt == "tar.xz":

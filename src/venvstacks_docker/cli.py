@@ -689,8 +689,12 @@ def deploy(
 
     from venvstacks_docker.txn import settled
 
-    with _progress("deploying") as say, settled(output_dir, command="deploy", say=say):
-        result = _deploy.deploy(output_dir, target, manifest=manifest, python=python)
+    try:
+        with _progress("deploying") as say, settled(output_dir, command="deploy", say=say):
+            result = _deploy.deploy(output_dir, target, manifest=manifest, python=python)
+    except KeyboardInterrupt:
+        raise Interrupted(f"deploy was interrupted: the layers it had unpacked into {target} were "
+                          "removed again") from None
     if json_output:
         _emit_json(result.as_dict())
     else:

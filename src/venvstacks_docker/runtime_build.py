@@ -33,6 +33,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,7 +186,7 @@ def fetch_source(pin: SourcePin, cache: Path) -> Path:
         target.unlink()
     target.parent.mkdir(parents=True, exist_ok=True)
     log.info("downloading %s", pin.url)
-    tmp = target.with_name(f".{name}.{os.getpid()}.part")
+    tmp = target.with_name(f".{name}.{uuid.uuid4().hex[:16]}.part")
     digest = hashlib.sha256()
     try:
         with urllib.request.urlopen(pin.url, timeout=60) as response, tmp.open("wb") as out:

@@ -23,6 +23,7 @@ import stat
 import tarfile
 import tempfile
 import tomllib
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -693,7 +694,7 @@ def _memo_lookup(client: docker.DockerClient, memo: Path) -> BuilderImage | None
 
 def _memo_store(memo: Path, image: BuilderImage) -> None:
     memo.parent.mkdir(parents=True, exist_ok=True)
-    tmp = memo.with_suffix(f".tmp-{os.getpid()}")
+    tmp = memo.with_suffix(f".tmp-{uuid.uuid4().hex[:16]}")
     payload = {"tag": image.tag, "image_id": image.image_id, "inputs": image.inputs}
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     os.replace(tmp, memo)
