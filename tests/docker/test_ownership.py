@@ -7,11 +7,14 @@ round trip through a real container is in test_sandbox.py.
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -83,13 +86,47 @@ def test_sandbox_user_for_root(sandbox_env) -> None:  # type: ignore[no-untyped-
             sandbox_user()
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="checks the non-root caller; this test process is root")
-def test_sandbox_user_is_the_caller_when_not_root(sandbox_env, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def _as_non_root_caller(check: Callable[[], None]) -> None:
+    """Run ``check`` as the test process itself, or, when that is root, in a forked child
+    that has dropped to nobody (65534) for good: a real non-root caller either way."""
+    if os.geteuid() != 0:
+        check()
+        return
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 1
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            check()
+            code = 0
+        except BaseException as exc:  # report, then leave the child without cleanup
+            print(f"non-root check failed: {exc!r}", file=sys.stderr)
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the check failed as a non-root caller (see stderr)"
+
+
+def test_sandbox_user_is_the_caller_when_not_root(sandbox_env) -> None:  # type: ignore[no-untyped-def]
     sandbox_env.setenv(SANDBOX_UID_ENV, "4242")
-    assert sandbox_user() == (os.geteuid(), os.getegid())
-    (tmp_path / "f").write_text("x")
-    assert hand_over([tmp_path]) == 0
-    assert give_back([tmp_path]) == 0
+    folder = Path(tempfile.mkdtemp(prefix="vsd-nonroot-"))
+    (folder / "f").write_text("x")
+    if os.geteuid() == 0:
+        for path in (folder, folder / "f"):
+            os.chown(path, 65534, 65534)
+
+    def check() -> None:
+        assert sandbox_user() == (os.geteuid(), os.getegid()) != (0, 0)
+        assert hand_over([folder]) == 0
+        assert give_back([folder]) == 0
+
+    try:
+        _as_non_root_caller(check)
+        assert (folder / "f").read_text() == "x"
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @needs_root
