@@ -25,6 +25,7 @@ import fcntl
 import hashlib
 import html
 import json
+import lzma
 import re
 import secrets
 import socket
@@ -257,3 +258,16 @@ def private_index(**kwargs: object) -> Iterator[PrivateIndex]:
     index = PrivateIndex(**kwargs)  # type: ignore[arg-type]
     with index:
         yield index
+
+
+def assert_secret_nowhere(secret: str, folder: Path, *outputs: str) -> None:
+    """``secret`` is in no file under ``folder`` (archives decompressed) and no output."""
+    needle = secret.encode()
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            data = path.read_bytes()
+            if path.name.endswith(".tar.xz"):
+                data = lzma.decompress(data)
+            assert needle not in data, f"the secret is in {path}"
+    for text in outputs:
+        assert secret not in text

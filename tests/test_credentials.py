@@ -8,7 +8,6 @@ the real runtime archive; nothing is mocked.
 from __future__ import annotations
 
 import hashlib
-import lzma
 import netrc
 import os
 import textwrap
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from _helpers import cli
-from _private_index import PrivateIndex, cached_wheels, private_index
+from _private_index import PrivateIndex, assert_secret_nowhere, cached_wheels, private_index
 
 from venvstacks_docker import credentials as _cred
 from venvstacks_docker import spec as _spec
@@ -245,19 +244,6 @@ def isolated_env(tmp_path: Path, runtime_archive: Path, **extra: str) -> dict[st
                 "VENVSTACKS_DOCKER_RUNTIME_SOURCES": str(runtime_archive)})
     env.update(extra)
     return env
-
-
-def assert_secret_nowhere(secret: str, folder: Path, *outputs: str) -> None:
-    """``secret`` is in no file under ``folder`` (archives decompressed) and no output."""
-    needle = secret.encode()
-    for path in folder.rglob("*"):
-        if path.is_file() and not path.is_symlink():
-            data = path.read_bytes()
-            if path.name.endswith(".tar.xz"):
-                data = lzma.decompress(data)
-            assert needle not in data, f"the secret is in {path}"
-    for text in outputs:
-        assert secret not in text
 
 
 def pylock_text(spec_path: Path) -> str:
