@@ -1,0 +1,272 @@
+"""Rendering docs/benchmarks.md from a run's results with ``templates/benchmarks.md.j2``.
+
+The template holds the text and layout; the functions here turn the results into the
+values it shows (one small function per part of the report) and format numbers.
+Sections other benchmarks write into the same file between their own markers (see
+``KEPT_SECTIONS``) are carried over from the previous report by ``keep_sections``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import jinja2.ext
+
+from bench_spec_loading import END as SPEC_LOADING_END, START as SPEC_LOADING_START
+
+from . import config
+from .config import EDITED_APP, EDITED_MODULE, RUNTIME_VERSION, STAGE_NAME, STEP_LABEL, TOOL_LABEL, TOOLS
+from .summary import best_wall, contended_now, other_work, summarize
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+# (start marker, end marker) of sections other scripts own in the report
+KEPT_SECTIONS = [(SPEC_LOADING_START, SPEC_LOADING_END)]
+
+# why the archives' contents differ: (test on the entries only in venvstacks' / only in ours, text)
+CONTENT_REASONS = [
+    (lambda only_vs, only_ours: any(n.startswith("share/venv/dynlib/") or n == "bin/python_" for n in only_vs),
+     "`share/venv/dynlib/` links and the `bin/python` wrapper script with its `bin/python_` symlink are "
+     "venvstacks' shared-library mechanism across layers, which venvstacks-docker does not implement "
+     "(documented: `dynlib_exclude` is accepted but unused, `dynlib_dirs` is always empty); ours has a "
+     "plain `bin/python` symlink instead"),
+    (lambda only_vs, only_ours: any(n.endswith(("/INSTALLER", "/REQUESTED")) for n in only_vs),
+     "`INSTALLER`/`REQUESTED` files are written by pip, which venvstacks 0.7.0 installs with; "
+     "venvstacks-docker's archives have neither (venvstacks 0.8.0 installs with uv and keeps an "
+     "`INSTALLER` saying `uv`)"),
+    (lambda only_vs, only_ours: any(n.startswith("bin/") for n in only_ours),
+     "venvstacks deletes everything in a layer's `bin/` whose name does not start with `python`, the "
+     "runtime's own `2to3`/`idle3`/`pydoc3` scripts included; venvstacks-docker keeps those (they are "
+     "relocatable `/bin/sh` trampolines in this runtime)"),
+]
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def fmt_s(value: float | None) -> str:
+    """Seconds with two decimals, or n/a."""
+    return "n/a" if value is None else f"{value:.2f} s"
+
+
+def fmt_size(n: int | None) -> str:
+    """Bytes as MiB, KiB or B, or n/a."""
+    if n is None:
+        return "n/a"
+    if n >= 1024 * 1024:
+        return f"{n / 1024 / 1024:.2f} MiB"
+    if n >= 1024:
+        return f"{n / 1024:.1f} KiB"
+    return f"{n} B"
+
+
+def verdict(ok: bool | None) -> str:
+    """A target's verdict in bold."""
+    return {True: "**met**", False: "**not met**", None: "**not measured**"}[ok]
+
+
+def short_hash(value: str | None) -> str:
+    """The first 12 hex digits of a module hash (any ``algo:`` or ``algo/`` prefix dropped)."""
+    return f"`{value.split(':')[-1].split('/')[-1][:12]}…`" if value else "n/a"
+
+
+def triple(values: list[float]) -> str:
+    """A 1/5/15 minute load average."""
+    return f"{values[0]:.2f} / {values[1]:.2f} / {values[2]:.2f}"
+
+
+def _sample(names: list[str]) -> str:
+    """How many names, and the first four of them."""
+    if not names:
+        return "-"
+    shown = ", ".join(f"`{n}`" for n in names[:4])
+    return f"{len(names)}: {shown}" + (", …" if len(names) > 4 else "")
+
+
+# --------------------------------------------------------------------------- parts of the report
+
+
+def _versions(results: dict[str, Any]) -> dict[str, Any]:
+    """What follows the commit in the venvstacks-docker row: dirty files, what was measured, HEAD moves."""
+    git = results["git"]
+    note = f" (working tree had uncommitted changes in: {', '.join(git['dirty_files'])})" if git["dirty_files"] else ""
+    if git.get("measured"):
+        note += f"; measured: {git['measured']}"
+    if (git.get("head_at_end") and not git["commit"].startswith(git["head_at_end"][:7])
+            and git.get("measured", "").startswith("snapshot")):
+        note += f"; HEAD moved to `{git['head_at_end'][:7]}` during the run, which does not affect the snapshot"
+    runtime = results["runtime_archive"]
+    return {"ours_note": note, "runtime_name": Path(runtime["path"]).name}
+
+
+def _timings(results: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+    """The timings table, the load range before the commands and the list of all runs."""
+    rows = []
+    for step, label in STEP_LABEL.items():
+        s = summary["steps"][step]
+        vs_t, our_t = best_wall(results, "venvstacks", step), best_wall(results, "ours", step)
+        rows.append([label, fmt_s(s["venvstacks_s"]), fmt_s(s["ours_s"]),
+                     "n/a" if s["speedup"] is None else f"{s['speedup']:.2f}x",
+                     fmt_s(s["venvstacks_cpu_s"]), fmt_s(s["ours_cpu_s"]),
+                     f"{vs_t.other_cores:.2f} / {our_t.other_cores:.2f} cores" if vs_t and our_t else "n/a"])
+    per_tool = [(tool, results["timings"].get(tool, {})) for tool in ("venvstacks", "ours", "ours-container")]
+    loads = [r["load_1m_before"] for _, steps in per_tool for runs in steps.values() for r in runs]
+    all_runs = "; ".join(f"{tool} {step}: " + ", ".join(format(r["wall_s"], ".2f") for r in runs)
+                         for tool, steps in per_tool for step, runs in steps.items() if runs)
+    lock = summary["steps"]["lock"]["speedup"]
+    return {"timing_rows": rows, "loads": loads, "all_runs": all_runs,
+            "lock_slower": lock is not None and lock < 1}
+
+
+def _container(results: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+    """The container paragraph: best times, the pairs, whether the archives are identical."""
+    container = results.get("container", {})
+    cont = best_wall(results, "ours-container", "build-clean-paired")
+    native = best_wall(results, "ours", "build-clean-paired")
+    if not (container.get("measured") and cont and native):
+        return {"measured": False, "reason": container.get("reason", "not attempted")}
+    pairs = list(zip(results["timings"]["ours"].get("build-clean-paired", []),
+                     results["timings"]["ours-container"].get("build-clean-paired", [])))
+    pcts = [(c["wall_s"] - n["wall_s"]) / n["wall_s"] * 100 for n, c in pairs]
+    native_sha = container.get("native_archive_sha256", {})
+    mismatches = ", ".join(f"{k} {v[:12]}… vs {native_sha.get(k, '-')[:12]}…"
+                           for k, v in container.get("archive_sha256", {}).items() if native_sha.get(k) != v)
+    rough = contended_now(results) or (pcts and max(pcts) - min(pcts) > 10)
+    return {
+        "measured": True, "best": cont.wall_s, "native": native.wall_s,
+        "overhead": summary["container_overhead_pct"],
+        "pairs": ", ".join(f"{c['wall_s']:.1f} s vs {n['wall_s']:.1f} s ({pct:+.0f} %)"
+                           for (n, c), pct in zip(pairs, pcts)),
+        "identical": container.get("byte_identical_to_native"), "mismatches": mismatches,
+        "rough": rough, "low": min(pcts) if rough else None, "high": max(pcts) if rough else None,
+    }
+
+
+def _sizes(results: dict[str, Any]) -> list[list[str]]:
+    """Rows of the archive size table (the total row is in the template)."""
+    sizes = results.get("archive_sizes", {})
+    vs_sizes, our_sizes = sizes.get("venvstacks", {}), sizes.get("ours", {})
+    rows = []
+    for name in sorted(set(vs_sizes) | set(our_sizes)):
+        a, b = vs_sizes.get(name), our_sizes.get(name)
+        rows.append([name, f"{fmt_size(a)} ({a if a is not None else '-'} B)",
+                     f"{fmt_size(b)} ({b if b is not None else '-'} B)",
+                     f"{(b - a) / a * 100:+.2f} %" if a and b else "n/a"])
+    return rows
+
+
+def _contents(results: dict[str, Any]) -> dict[str, Any]:
+    """The archive contents table and why the contents differ."""
+    contents = results.get("archive_contents", {})
+    rows = [[name, f"{c['entries'][0]} / {c['entries'][1]}",
+             f"{fmt_size(c['uncompressed'][0])} / {fmt_size(c['uncompressed'][1])}",
+             _sample(c["only_venvstacks"]), _sample(c["only_ours"]), str(len(c["same_name_different_size"]))]
+            for name, c in contents.items()]
+    only_vs = {n for c in contents.values() for n in c["only_venvstacks"]}
+    only_ours = {n for c in contents.values() for n in c["only_ours"]}
+    reasons = [text for test, text in CONTENT_REASONS if test(only_vs, only_ours)] if contents else []
+    differing = sorted({n.rstrip("/").rsplit("/", 1)[-1] for c in contents.values()
+                        for n in c["same_name_different_size"]})
+    shown = (", ".join(f"`{n}`" for n in differing[:10]) + (", …" if len(differing) > 10 else "")
+             if differing else "none")
+    return {"content_rows": rows, "content_reasons": reasons, "differing": shown}
+
+
+def _pins(results: dict[str, Any]) -> dict[str, Any]:
+    """Whether both tools locked the same versions, and per layer what differs."""
+    pins = results.get("locked_packages", {})
+    if not (pins.get("venvstacks") and pins.get("ours")):
+        return {"pins_compared": False}
+    differences = []
+    for layer in sorted(set(pins["venvstacks"]) | set(pins["ours"])):
+        a, b = set(pins["venvstacks"].get(layer, [])), set(pins["ours"].get(layer, []))
+        if a != b:
+            differences.append(f"{layer}: venvstacks only {sorted(a - b)}, ours only {sorted(b - a)}")
+    return {"pins_compared": True, "pins_same": pins["venvstacks"] == pins["ours"], "pin_differences": differences}
+
+
+def _targets(results: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+    """The targets table, where the clean build time went, and what the unchanged publish rewrote."""
+    clean = summary["steps"]["build-clean"]
+    clean_text = "n/a" if clean["speedup"] is None else format(clean["speedup"], ".2f") + "x wall clock"
+    if clean["venvstacks_cpu_s"] and clean["ours_cpu_s"]:
+        clean_text += f" ({clean['venvstacks_cpu_s'] / clean['ours_cpu_s']:.2f}x in CPU time)"
+    vs_clean, our_clean = best_wall(results, "venvstacks", "build-clean"), best_wall(results, "ours", "build-clean")
+    rewrote = results.get("publish_unchanged_rewrote", {})
+    return {
+        "clean_text": clean_text,
+        "cpu": {"vs": vs_clean, "ours": our_clean} if vs_clean and our_clean and our_clean.cpu_s > 0 else None,
+        "rewrote": [(TOOL_LABEL[tool], rewrote[tool]) for tool in TOOLS if tool in rewrote],
+    }
+
+
+def _edit(results: dict[str, Any]) -> dict[str, Any]:
+    """The launch-module edit table and whether each tool picked the edit up."""
+    findings = results.get("edit_findings", {})
+    rows = [[TOOL_LABEL[tool], short_hash(f["hash_before"]), short_hash(f["hash_after"]),
+             short_hash(f["expected_hash"]),
+             ("yes" if f["archive_sha_before"] != f["archive_sha_after"] else "no")
+             + (f" ({', '.join(f['new_or_rewritten'])})" if f["new_or_rewritten"] else ""),
+             "**yes**" if f["picked_up"] else "**no**"]
+            for tool in TOOLS for f in findings.get(tool, [])]
+    vs_edit, ours_edit = findings.get("venvstacks", []), findings.get("ours", [])
+    return {"edit_rows": rows,
+            "vs_stale": bool(vs_edit) and not any(f["picked_up"] for f in vs_edit),
+            "ours_missed": bool(ours_edit) and not all(f["picked_up"] for f in ours_edit)}
+
+
+def _method(results: dict[str, Any]) -> dict[str, Any]:
+    """Spec adjustments per tool, notes and errors (last 10 lines of each failed command's log)."""
+    changes = [f"{TOOL_LABEL.get(tool, tool)}: {item}"
+               for tool, items in results.get("spec_changes", {}).items() for item in items]
+    errors = [dict(e, tail_lines=e["tail"].splitlines()[-10:]) for e in results["errors"]]
+    return {"spec_changes": changes, "notes": results.get("notes") or [], "errors": errors}
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+class _JoinLines(jinja2.ext.Extension):
+    """A backslash at the end of a template line joins the next line to it, minus its indentation."""
+
+    def preprocess(self, source: str, name: str | None, filename: str | None = None) -> str:
+        return re.sub(r"\\\n[ \t]*", "", source)
+
+
+def _environment() -> jinja2.Environment:
+    """The Jinja2 environment of the report template, with the formatting helpers as filters."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES), extensions=[_JoinLines], undefined=jinja2.StrictUndefined,
+        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, autoescape=False,
+    )
+    env.filters.update(s=fmt_s, size=fmt_size, verdict=verdict, triple=triple)
+    return env
+
+
+def render_report(results: dict[str, Any], json_path: str | None) -> str:
+    """The Markdown report for ``results`` (which gains a ``summary`` entry)."""
+    summary = summarize(results)
+    results["summary"] = summary
+    other = other_work(results)
+    context: dict[str, Any] = {
+        "r": results, "m": results["machine"], "v": results["versions"], "summary": summary,
+        "contended": contended_now(results), "other_min": min(other, default=0), "other_max": max(other, default=0),
+        "json_path": json_path, "config": config, "RUNTIME_VERSION": RUNTIME_VERSION, "STAGE_NAME": STAGE_NAME,
+        "EDITED_MODULE": EDITED_MODULE, "EDITED_APP": EDITED_APP,
+        "container": _container(results, summary), "size_rows": _sizes(results),
+        **_versions(results), **_timings(results, summary), **_contents(results), **_pins(results),
+        **_targets(results, summary), **_edit(results), **_method(results),
+    }
+    return _environment().get_template("benchmarks.md.j2").render(context)
+
+
+def keep_sections(report: str, previous: str | None) -> str:
+    """``report`` with the sections other scripts wrote into ``previous`` (between their markers) appended."""
+    for start, end in KEPT_SECTIONS:
+        if previous and start in previous and end in previous[previous.index(start):]:
+            first = previous.index(start)
+            block = previous[first:previous.index(end, first) + len(end)]
+            report = report.rstrip("\n") + "\n\n" + block + "\n"
+    return report

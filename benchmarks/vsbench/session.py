@@ -1,0 +1,103 @@
+"""One benchmark run: its tools, project copies, command runner and results, and the repeat loop."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+from .config import ROOT, TOOLS, VENVSTACKS_VERSION, WORK
+from .harness import CommandFailed, Runner, Timing, capture, git_info, loadavg, log, machine_info, sha256_file
+from .projects import Project, prepare_project
+from .tools import Tools, dev_venvstacks_docker, ensure_ours_snapshot, ensure_venvstacks_venv, find_runtime_archive
+
+# (tool, project) -> the command to time / untimed preparation just before it
+CommandFor = Callable[[str, Project], list[str]]
+PrepareFor = Callable[[str, Project], None]
+# called after each successful timed command
+AfterRun = Callable[[str, Project, Timing], None]
+
+
+class Bench:
+    """The state of one run; ``results`` is what the report is rendered from (and saved as JSON)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.repeat = 1 if args.quick else max(1, args.repeat)
+        self.runner = Runner(WORK / "logs")
+        self.tools: Tools  # set in setup()
+        self.archive: Path | None = None
+        self.projects: dict[str, Project] = {}
+        self.results: dict[str, Any] = {
+            "started": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "repeat": self.repeat,
+            "quick": bool(args.quick),
+            "timings": {},
+            "errors": [],
+            "notes": [],
+        }
+
+    def setup(self) -> None:
+        """Record the machine, install or reuse both tools, find the runtime, copy the projects."""
+        self.results["machine"] = machine_info()
+        self.results["git"] = git_info()
+        log(f"load average at start: {self.results['machine']['load_at_start']}")
+        if self.args.ours == "snapshot":
+            ours, commit = ensure_ours_snapshot()
+            self.results["git"]["measured"] = f"snapshot of commit {commit[:12]} (installed from `git archive`)"
+            self.results["git"]["commit"] = commit[:12]
+            self.results["git"]["dirty_files"] = []
+        else:
+            ours = dev_venvstacks_docker()
+            self.results["git"]["measured"] = "the editable dev install (working tree as it was while running)"
+        self.tools = Tools(WORK / f"venvstacks-{VENVSTACKS_VERSION}", ours)
+        ensure_venvstacks_venv(self.tools.venv)
+        self.results["versions"] = self.tools.versions()
+        self.archive = find_runtime_archive()
+        self.results["runtime_archive"] = {"path": str(self.archive), "sha256": sha256_file(self.archive),
+                                           "size": self.archive.stat().st_size}
+        runs = WORK / "runs"
+        for tool in TOOLS:
+            self.projects[tool] = prepare_project(tool, runs / tool)
+        self.results["spec_changes"] = {tool: p.spec_changes for tool, p in self.projects.items()}
+
+    def time_step(self, step: str, tools: tuple[str, ...], *, command: CommandFor, prepare: PrepareFor,
+                  after: AfterRun | None = None) -> None:
+        """Run ``step`` for each tool ``self.repeat`` times (tool order alternates) and keep all timings.
+
+        ``prepare`` runs untimed right before each command; a failed command (or preparation
+        raising CommandFailed) is recorded as an error and the loop goes on.
+        """
+        for tool in tools:
+            self.results["timings"].setdefault(tool, {}).setdefault(step, [])
+        for index in range(self.repeat):
+            order = tools if index % 2 == 0 else tuple(reversed(tools))
+            for tool in order:
+                project = self.projects[tool]
+                try:
+                    prepare(tool, project)
+                    timing = self.runner.run(f"{tool}-{step}-{index + 1}", command(tool, project),
+                                             cwd=project.root, env=project.env)
+                except CommandFailed as exc:
+                    self.error(tool, step, exc)
+                    continue
+                self.results["timings"][tool][step].append(asdict(timing))
+                if after is not None:
+                    after(tool, project, timing)
+
+    def error(self, tool: str, step: str, exc: CommandFailed) -> None:
+        """Record a failed command for the report's Errors section."""
+        log(f"FAILED {tool} {step}: {exc}")
+        self.results["errors"].append(
+            {"tool": tool, "step": step, "command": " ".join(exc.cmd), "exit": exc.returncode,
+             "log": str(exc.log_path.relative_to(ROOT)), "tail": exc.tail}
+        )
+
+    def finish(self) -> dict[str, Any]:
+        """Record the load, HEAD and time at the end; the results."""
+        self.results["load_at_end"] = loadavg()
+        self.results["git"]["head_at_end"] = capture(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT)
+        self.results["finished"] = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+        return self.results
