@@ -17,7 +17,7 @@ from _helpers import cli
 
 from venvstacks_docker.archive import write_archive
 from venvstacks_docker.deploy import deploy
-from venvstacks_docker.errors import CommandError, SpecError, VerifyError
+from venvstacks_docker.errors import CommandError, DeployError, SpecError, VerifyError
 from venvstacks_docker.verify import sha256_file
 
 MTIME = 1_700_000_000
@@ -295,8 +295,9 @@ def test_existing_layer_folder_is_refused(tmp_path: Path) -> None:
     target = tmp_path / "t"
     (target / FRAMEWORK).mkdir(parents=True)
     (target / FRAMEWORK / "keep.txt").write_text("mine")
-    with pytest.raises(SpecError, match=f"already contains {FRAMEWORK}"):
+    with pytest.raises(DeployError, match=f"already contains {FRAMEWORK}") as caught:
         deploy(out, target)
+    assert caught.value.return_code == 11  # its own exit code, not "invalid stack file" (2)
     assert sorted(p.name for p in target.iterdir()) == [FRAMEWORK]
     assert (target / FRAMEWORK / "keep.txt").read_text() == "mine"
 

@@ -105,7 +105,7 @@ def test_lock_invalidation_follows_real_dependencies(stack: Path) -> None:
     assert not _lock.lock_problems(spec, spec.layer("app-pinned"))[1:]  # only its own module change
     # relocking with --if-needed fixes exactly those and bumps the versioned layer
     out = cli("lock", "--native", "--if-needed", "--show", "--json", stack)
-    statuses = {row["layer"]: row["status"] for row in json.loads(out.stdout)["locks"]}
+    statuses = {row["layer_name"]: row["status"] for row in json.loads(out.stdout)["locks"]}
     assert statuses["cpython-3.11"] == "skipped"
     assert statuses["framework-base"] == "locked"
     spec = _spec.load(stack)

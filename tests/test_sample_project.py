@@ -131,7 +131,7 @@ def test_two_publishes_under_different_conditions_are_identical_then_incremental
     start = time.monotonic()
     res = cli("publish", "--native", "--show", "--json", "--build-dir", tmp_path / "elsewhere build", spec)
     elapsed = time.monotonic() - start
-    assert {l["status"] for l in json.loads(res.stdout)["layers"]} == {"reused"}
+    assert {l["status"] for l in json.loads(res.stdout)["publication"]["layers"]} == {"reused"}
     assert {p: p.stat().st_mtime_ns for p in published} == before
     assert elapsed < 30  # generous: the benchmark measures the real figure
 
@@ -192,7 +192,7 @@ def test_local_export_runs_every_app_and_skips_unchanged_layers(published_sample
     args = ("local-export", "--native", "--show", "--json", "--build-dir", published_sample.build_dir,
             "--output-dir", out, published_sample.spec)
     first = json.loads(cli(*args).stdout)
-    assert {l["status"] for l in first["layers"]} == {"exported"}
+    assert {l["status"] for l in first["export"]["layers"]} == {"exported"}
     for env_name, (module, expected) in APPS.items():
         run = subprocess.run([str(out / env_name / "bin" / "python"), "-m", module],
                              capture_output=True, text=True, check=False)
@@ -202,4 +202,4 @@ def test_local_export_runs_every_app_and_skips_unchanged_layers(published_sample
     assert sum(len(v) for v in combined["layers"].values()) == 6
     assert all("archive_name" not in entry for v in combined["layers"].values() for entry in v)
     again = json.loads(cli(*args).stdout)
-    assert {l["status"] for l in again["layers"]} == {"unchanged"}
+    assert {l["status"] for l in again["export"]["layers"]} == {"unchanged"}

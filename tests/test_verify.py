@@ -95,7 +95,7 @@ def test_fresh_publish_verifies(out: Path) -> None:
     as_json = report.to_json()
     assert as_json == verify_output_dir(out).to_json()  # stable
     data = json.loads(as_json)
-    assert data["metadata_version"] == 1
+    assert (data["schema"], data["schema_version"]) == ("venvstacks-docker/verify", 1)
     assert data["ok"] is True
     assert as_json == json.dumps(data, indent=2, sort_keys=True) + "\n"  # sorted keys
     assert [layer["status"] for layer in data["layers"]] == ["ok", "ok"]

@@ -23,13 +23,12 @@ from venvstacks_docker import platforms as _plat
 from venvstacks_docker import runtimes as _runtimes
 from venvstacks_docker._run import run
 from venvstacks_docker.errors import BuildError, LockError
-from venvstacks_docker.metadata import read_json, write_json
+from venvstacks_docker.metadata import LAYER_CONFIG, read_json, write_json
 from venvstacks_docker.spec import LayerSpec, StackSpec, iter_module_files, module_hash
 from venvstacks_docker.wheels import ensure_wheels, wheel_ref
 
 log = logging.getLogger(__name__)
 
-LAYER_CONFIG = Path("share/venv/metadata/venvstacks_layer.json")
 VOLATILE_DIST_INFO = ("INSTALLER", "REQUESTED", "direct_url.json", "uv_cache.json", "uv_build.json")
 
 

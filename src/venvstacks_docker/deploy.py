@@ -26,17 +26,9 @@ from typing import Any
 
 from venvstacks_docker import _run
 from venvstacks_docker.extract import safe_extract
-from venvstacks_docker.errors import SpecError, VerifyError
-from venvstacks_docker.verify import (
-    LAYER_KINDS,
-    METADATA_DIR,
-    find_manifests,
-    sha256_file,
-)
-
-LAYER_CONFIG = Path("share", "venv", "metadata", "venvstacks_layer.json")
-"""Per-layer deployment config, relative to the layer folder (venvstacks section 8)."""
-
+from venvstacks_docker.errors import DeployError, FilesystemError, SpecError, VerifyError
+from venvstacks_docker.metadata import LAYER_CONFIG, LAYER_KINDS, METADATA_DIR, envelope, sha256_file
+from venvstacks_docker.verify import find_manifests
 
 @dataclass(frozen=True, kw_only=True)
 class DeployedLayer:
@@ -62,8 +54,8 @@ class DeployResult:
     applications: tuple[DeployedApp, ...]
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready description (paths as strings), for ``--json`` output."""
-        return {
+        """The ``deploy --json`` output (envelope ``venvstacks-docker/deploy``)."""
+        return envelope("deploy", {
             "target": os.fspath(self.target),
             "manifest": os.fspath(self.manifest),
             "layers": [
@@ -84,7 +76,7 @@ class DeployResult:
                 }
                 for app in self.applications
             ],
-        }
+        })
 
     def render_text(self) -> str:
         lines = [f"deployed {len(self.layers)} layer(s) into {self.target}"]
@@ -192,7 +184,7 @@ def _default_python_relpath() -> str:
 def _runtime_python(target: Path, runtime: str, for_layer: str) -> Path:
     runtime_dir = target / runtime
     if not runtime_dir.is_dir():
-        raise SpecError(
+        raise DeployError(
             f"layer {for_layer} needs runtime {runtime}, which is neither in this "
             f"manifest nor already in {target}",
             hint="deploy the runtime too, or pass the Python to run postinstall.py with",
@@ -225,7 +217,7 @@ def deploy(
 
     clashes = [e["install_target"] for _, e in layers if os.path.lexists(target / e["install_target"])]
     if clashes:
-        raise SpecError(
+        raise DeployError(
             f"{target} already contains {', '.join(clashes)}",
             hint="deploy into an empty folder, or remove those layer folders first",
         )
@@ -241,7 +233,7 @@ def deploy(
     try:
         target.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise SpecError(f"cannot create {target}: {exc.strerror or exc}") from exc
+        raise FilesystemError(f"cannot create {target}: {exc.strerror or exc}") from exc
     target = target.resolve()
 
     created: list[Path] = []

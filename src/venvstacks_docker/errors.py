@@ -54,7 +54,8 @@ class ContainerError(VenvstacksDockerError):
 
 
 class VerifyError(VenvstacksDockerError):
-    """Published archives do not match their metadata (or an audit found a difference)."""
+    """An archive or its metadata failed verification: a size or sha256 mismatch,
+    inconsistent metadata, or a corrupt or unsafe archive."""
 
     return_code = 7
 
@@ -77,6 +78,13 @@ class FilesystemError(VenvstacksDockerError):
     return_code = 10
 
 
+class DeployError(VenvstacksDockerError):
+    """``deploy`` cannot use its target: a layer folder is already there, or a layer's
+    runtime is neither deployed nor being deployed."""
+
+    return_code = 11
+
+
 class Interrupted(VenvstacksDockerError):
     """The user interrupted the run (Ctrl-C or SIGTERM)."""
 
@@ -85,15 +93,16 @@ class Interrupted(VenvstacksDockerError):
 
 EXIT_CODES: dict[int, str] = {
     0: "success",
-    1: "unexpected internal error (please report it; rerun with --verbose for a traceback)",
+    1: "unexpected internal error (please report it; rerun with --debug for a traceback)",
     2: "invalid stack file or command line",
     3: "locking failed, or a lock is missing or out of date",
     4: "building a layer environment failed",
     5: "publishing or exporting failed",
     6: "container engine problem or failed container step",
-    7: "verification or audit found a mismatch",
+    7: "an archive or its metadata failed verification (mismatch, corrupt or unsafe archive)",
     8: "runtime archive missing, unreachable or with the wrong hash",
     9: "an external command failed",
     10: "a file or folder could not be read or written (disk full, permissions, read-only)",
+    11: "deploy: the target already holds a layer, or a layer's runtime is missing",
     130: "interrupted",
 }

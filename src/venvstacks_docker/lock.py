@@ -29,12 +29,26 @@ from venvstacks_docker import credentials as _credentials
 from venvstacks_docker import platforms as _plat
 from venvstacks_docker._run import run
 from venvstacks_docker.errors import LockError
-from venvstacks_docker.metadata import hash_strings, read_json, write_json, write_text_atomic
-from venvstacks_docker.spec import LayerSpec, StackSpec, canonical, module_hash
+from venvstacks_docker.lockfiles import (  # noqa: F401 - the lock API other modules use
+    SHARED_CLAUSE,
+    LockedPackage,
+    LockPaths,
+    _wheel_name,
+    install_requirements,
+    lock_input_hash,
+    lock_paths,
+    lock_problems,
+    locked_packages,
+    other_inputs_hash,
+    pylock_requirements_hash,
+    read_meta,
+    read_pylock,
+    version_inputs_hash,
+)
+from venvstacks_docker.metadata import write_json, write_text_atomic
+from venvstacks_docker.spec import LayerSpec, StackSpec, canonical
 
 log = logging.getLogger(__name__)
-
-SHARED_CLAUSE = "sys_platform == 'from_lower_layer'"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,164 +57,6 @@ class IndexOptions:
 
     query_default_index: bool = True
     local_wheel_dirs: tuple[Path, ...] = ()
-
-
-@dataclass(frozen=True, kw_only=True)
-class LockPaths:
-    folder: Path
-    requirements_in: Path
-    pylock: Path
-    meta: Path
-    packages_txt: Path
-
-
-def lock_paths(spec: StackSpec, layer: LayerSpec) -> LockPaths:
-    folder = spec.requirements_dir / layer.env_name
-    return LockPaths(
-        folder=folder,
-        requirements_in=folder / f"requirements-{layer.lock_name}.in",
-        pylock=folder / f"pylock.{layer.lock_name}.toml",
-        meta=folder / f"pylock.{layer.lock_name}.meta.json",
-        packages_txt=folder / f"packages-{layer.env_name}.txt",
-    )
-
-
-# --- hashes that decide lock validity ---------------------------------------------
-
-
-def lock_input_hash(layer: LayerSpec) -> str:
-    return hash_strings(list(layer.requirements))
-
-
-def other_inputs_hash(spec: StackSpec, layer: LayerSpec) -> str:
-    items = [f"py_version={layer.py_minor}"]
-    if any(_plat.os_of(p) == "linux" for p in layer.platforms):
-        items.append(f"linux_target={layer.linux_target}")
-    if any(_plat.os_of(p) == "macosx" for p in layer.platforms):
-        items.append(f"macosx_target={layer.macosx_target}")
-    if layer.kind != "runtime":
-        items.append(f"runtime={layer.runtime}")
-        items += [f"framework={fw.name}" for fw in spec.linearised_frameworks(layer)]
-    items += [f"platform={p}" for p in layer.platforms]
-    return hash_strings(items)
-
-
-def version_inputs_hash(layer: LayerSpec) -> str:
-    items = [f"env_name={layer.env_name}", f"is_versioned_layer={layer.versioned}"]
-    if layer.launch_module is not None:
-        items.append(f"launch_module={module_hash(layer.launch_module)}")
-        items += [f"support_module={module_hash(m)}" for m in layer.support_modules]
-    return hash_strings(items)
-
-
-def pylock_requirements_hash(doc: dict[str, Any]) -> str:
-    """Hash of a pylock's content (not its formatting)."""
-    items: list[str] = []
-    for pkg in doc.get("packages", []):
-        line = f"{pkg['name']}=={pkg.get('version', '')}"
-        if pkg.get("marker"):
-            line += f" ; {pkg['marker']}"
-        line += f" from {pkg.get('index', '')}"
-        items.append(line)
-        for wheel in pkg.get("wheels", []):
-            fname = wheel.get("name") or _wheel_name(wheel)
-            for algo, value in sorted(wheel.get("hashes", {}).items()):
-                items.append(f"{fname}:{algo}:{value}")
-    return hash_strings(items)
-
-
-def _wheel_name(wheel: dict[str, Any]) -> str:
-    ref = wheel.get("url") or wheel.get("path") or ""
-    return ref.rsplit("/", 1)[-1].split("#", 1)[0]
-
-
-# --- reading locks --------------------------------------------------------------
-
-
-@dataclass(frozen=True, kw_only=True)
-class LockedPackage:
-    name: str
-    version: str
-    marker: str | None
-    shared: bool
-    wheels: tuple[dict[str, Any], ...]
-
-
-_PYLOCK_CACHE: dict[tuple[str, int, int], dict[str, Any]] = {}
-
-
-def read_pylock(path: Path) -> dict[str, Any]:
-    """Parse a pylock file (cached while the file is unchanged: status checks read
-    the same locks many times)."""
-    try:
-        st = path.stat()
-        key = (str(path), st.st_mtime_ns, st.st_size)
-        if key not in _PYLOCK_CACHE:
-            _PYLOCK_CACHE[key] = tomllib.loads(path.read_text(encoding="utf-8"))
-        return _PYLOCK_CACHE[key]
-    except FileNotFoundError:
-        raise LockError(f"lock file missing: {path}",
-                        hint="run `venvstacks-docker lock` for this stack") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise LockError(f"lock file {path} is not valid TOML: {exc}",
-                        hint="relock with `venvstacks-docker lock --reset-lock '*'`") from exc
-
-
-def locked_packages(doc: dict[str, Any]) -> list[LockedPackage]:
-    result = []
-    for pkg in doc.get("packages", []):
-        marker = pkg.get("marker") or None
-        shared = bool(marker and SHARED_CLAUSE in marker)
-        result.append(LockedPackage(
-            name=canonical(pkg["name"]),
-            version=str(pkg.get("version", "")),
-            marker=marker,
-            shared=shared,
-            wheels=tuple(pkg.get("wheels", [])),
-        ))
-    return result
-
-
-def read_meta(spec: StackSpec, layer: LayerSpec) -> dict[str, Any] | None:
-    meta = read_json(lock_paths(spec, layer).meta)
-    return meta if isinstance(meta, dict) else None
-
-
-# --- validity ---------------------------------------------------------------------
-
-
-def lock_problems(spec: StackSpec, layer: LayerSpec, _seen: dict[str, list[str]] | None = None) -> list[str]:
-    """Why ``layer``'s lock is not valid (empty list: it is valid)."""
-    seen = {} if _seen is None else _seen
-    if layer.env_name in seen:
-        return seen[layer.env_name]
-    paths = lock_paths(spec, layer)
-    problems: list[str] = []
-    meta = read_meta(spec, layer)
-    if meta is None:
-        problems.append("no lock metadata")
-    elif not paths.pylock.exists():
-        problems.append("no pylock file")
-    else:
-        if meta.get("lock_input_hash") != lock_input_hash(layer):
-            problems.append("declared requirements changed")
-        try:
-            doc = read_pylock(paths.pylock)
-            if meta.get("requirements_hash") != pylock_requirements_hash(doc):
-                problems.append("pylock content changed")
-        except LockError:
-            problems.append("pylock is not valid TOML")
-        if meta.get("other_inputs_hash") != other_inputs_hash(spec, layer):
-            problems.append("python version, targets or layer dependencies changed")
-        if layer.versioned and meta.get("version_inputs_hash") != version_inputs_hash(layer):
-            problems.append("versioned layer inputs changed")
-        if layer.kind == "runtime" and meta.get("python_implementation") != layer.python_implementation:
-            problems.append("runtime python_implementation changed")
-    for lower in spec.lower_layers(layer):
-        if lock_problems(spec, lower, seen):
-            problems.append(f"lower layer {lower.env_name} needs locking")
-    seen[layer.env_name] = problems
-    return problems
 
 
 # --- locking ----------------------------------------------------------------------
@@ -368,7 +224,22 @@ def lock_layer(
     if reset:
         for p in (paths.pylock, paths.meta):
             p.unlink(missing_ok=True)
-    resolve_dir = build_dir / f"{layer.env_name}_resolve"
+    exported = _resolve(spec, layer, build_dir / f"{layer.env_name}_resolve", runtime_python, index)
+    doc = postprocess_pylock(spec, layer, tomllib.loads(exported.read_text("utf-8")), paths.folder)
+    old_meta = read_meta(spec, layer) or {}
+    req_hash = pylock_requirements_hash(doc)
+    changed = old_meta.get("requirements_hash") != req_hash or not paths.pylock.exists()
+    _write_lock_files(spec, layer, paths, doc)
+    meta = _lock_meta(spec, layer, old_meta, req_hash, changed=changed, runtime_archive=runtime_archive)
+    if meta != old_meta:
+        write_json(paths.meta, meta)
+        return True
+    return changed
+
+
+def _resolve(spec: StackSpec, layer: LayerSpec, resolve_dir: Path, runtime_python: Path,
+             index: IndexOptions) -> Path:
+    """Run ``uv lock`` and ``uv export`` for ``layer`` in ``resolve_dir``; the exported pylock."""
     resolve_dir.mkdir(parents=True, exist_ok=True)
     tool_uv, index_auth_env = _credentials.move_userinfo_to_env(_uv_config(spec, layer, index))
     constraints = _constraints(spec, layer)
@@ -388,38 +259,41 @@ def lock_layer(
     env = {**index_auth_env, **uv_env()}  # UV_INDEX_<NAME>_* already set win, as in uv
     common = ["--project", str(resolve_dir), "--python", str(runtime_python),
               "--no-python-downloads", "--quiet", "--color", "never"]
+    exported = resolve_dir / "pylock.toml"
     try:
         run([uv, "lock", "--upgrade", *common], cwd=resolve_dir, env=env,
             what=f"resolving {layer.env_name} (uv lock)", error=LockError)
-        exported = resolve_dir / "pylock.toml"
         run([uv, "export", *common, "--locked", "--format", "pylock.toml", "--no-header",
              "--no-emit-project", "--no-annotate", "-o", str(exported)],
             cwd=resolve_dir, env=env, what=f"exporting {layer.env_name} (uv export)", error=LockError)
     except LockError as exc:
         text = _credentials.redact(exc.message)
-        hint = None
-        if _credentials.refused_for_credentials(text):
-            hint = "the index wants credentials, none or wrong ones were given: " + (
-                _credentials.where_to_put_credentials())
-        elif "No solution found" in text or "unsatisfiable" in text:
-            hint = "the requirements conflict with each other or with pins of lower layers; relax them"
-        elif "Failed to fetch" in text or "error sending request" in text or "dns" in text.lower():
-            hint = "the package index is unreachable; check the network, or use --no-index with --local-wheels"
-        elif "not found in the package registry" in text or "was not found" in text:
-            hint = "check the package name and the index settings"
-        raise LockError(text, hint=hint) from None
-    doc = postprocess_pylock(spec, layer, tomllib.loads(exported.read_text("utf-8")), paths.folder)
-    req_hash = pylock_requirements_hash(doc)
-    old_meta = read_meta(spec, layer) or {}
-    changed = old_meta.get("requirements_hash") != req_hash or not paths.pylock.exists()
+        raise LockError(text, hint=_resolve_hint(text)) from None
+    return exported
+
+
+def _resolve_hint(text: str) -> str | None:
+    """What to do about a failed resolution, from uv's message."""
+    if _credentials.refused_for_credentials(text):
+        return "the index wants credentials, none or wrong ones were given: " + (
+            _credentials.where_to_put_credentials())
+    if "No solution found" in text or "unsatisfiable" in text:
+        return "the requirements conflict with each other or with pins of lower layers; relax them"
+    if "Failed to fetch" in text or "error sending request" in text or "dns" in text.lower():
+        return "the package index is unreachable; check the network, or use --no-index with --local-wheels"
+    if "not found in the package registry" in text or "was not found" in text:
+        return "check the package name and the index settings"
+    return None
+
+
+def _write_lock_files(spec: StackSpec, layer: LayerSpec, paths: LockPaths, doc: dict[str, Any]) -> None:
+    """The pylock, the ``.in`` file of declared requirements and the package summary."""
     header = (
         "# This file was autogenerated by venvstacks-docker (uv export --format pylock.toml)\n"
         f"# for the {layer.env_name} layer; relock instead of editing it:\n"
         f"#    venvstacks-docker lock {spec.path.name}\n"
     )
-    pylock_text = header + tomli_w.dumps(doc)
-    if not paths.pylock.exists() or paths.pylock.read_text("utf-8") != pylock_text:
-        write_text_atomic(paths.pylock, pylock_text)
+    _write_if_changed(paths.pylock, header + tomli_w.dumps(doc))
     in_text = (
         "# DO NOT EDIT. Automatically generated by venvstacks-docker from the stack file.\n"
         + "".join(f"{r}\n" for r in layer.requirements)
@@ -433,6 +307,10 @@ def lock_layer(
         summary += "\n# Shared packages inherited from other layers\n" + "".join(f"{s}\n" for s in shared)
     _write_if_changed(paths.packages_txt, summary)
 
+
+def _lock_meta(spec: StackSpec, layer: LayerSpec, old_meta: dict[str, Any], req_hash: str, *, changed: bool,
+               runtime_archive: tuple[str, str] | None) -> dict[str, Any]:
+    """The lock metadata: validity hashes, ``lock_version`` and ``locked_at``."""
     lock_version = int(old_meta.get("lock_version", 1) or 1)
     v_hash = version_inputs_hash(layer)
     if layer.versioned and old_meta and (changed or old_meta.get("version_inputs_hash") != v_hash
@@ -454,33 +332,12 @@ def lock_layer(
             meta["runtime_archive"] = {"name": runtime_archive[0], "sha256": runtime_archive[1]}
         elif "runtime_archive" in old_meta:
             meta["runtime_archive"] = old_meta["runtime_archive"]
-    if meta != old_meta:
-        write_json(paths.meta, meta)
-        return True
-    return changed
+    return meta
 
 
 def _write_if_changed(path: Path, text: str) -> None:
     if not path.exists() or path.read_text("utf-8") != text:
         write_text_atomic(path, text)
-
-
-def install_requirements(spec: StackSpec, layer: LayerSpec, plat: str) -> list[tuple[LockedPackage, dict[str, Any]]]:
-    """Packages to install in ``layer`` on ``plat`` with the wheel chosen for each."""
-    _credentials.remember_indexes(spec.uv_config)  # the wheel fetcher needs the stack's named indexes
-    doc = read_pylock(lock_paths(spec, layer).pylock)
-    tags = _plat.supported_tags(plat, layer.py_version, layer.linux_target, layer.macosx_target)
-    chosen = []
-    for pkg in locked_packages(doc):
-        if pkg.shared or not _plat.marker_applies(pkg.marker, plat, layer.py_version):
-            continue
-        names = {_wheel_name(w): w for w in pkg.wheels}
-        best = _plat.best_wheel(names, tags)
-        if best is None:
-            raise LockError(f"layer {layer.env_name}: the lock has no wheel of {pkg.name}=={pkg.version} "
-                            f"for {plat}", hint="relock, or restrict the layer's platforms")
-        chosen.append((pkg, names[best]))
-    return chosen
 
 
 def lock_stack(

@@ -18,26 +18,26 @@ import json
 import os
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from venvstacks_docker import __version__, _testhooks
+from venvstacks_docker import __version__, _testhooks, ui
 from venvstacks_docker import archive as _archive
 from venvstacks_docker import build as _build
 from venvstacks_docker import lock as _lock
 from venvstacks_docker import platforms as _plat
 from venvstacks_docker.errors import Interrupted, PublishError, VenvstacksDockerError
 from venvstacks_docker.locking import RUN_ID, folder_lock, hold
-from venvstacks_docker.metadata import METADATA_VERSION, dumps, hash_strings, read_json, sha256_file
+from venvstacks_docker.metadata import METADATA_DIR, METADATA_VERSION, dumps, hash_strings, read_json, sha256_file
 from venvstacks_docker.preflight import source_date_epoch_value
 from venvstacks_docker.txn import OutputTransaction, recover
 from venvstacks_docker.spec import LayerSpec, StackSpec, module_hash, module_name
 
 POSTINSTALL = Path(__file__).parent / "_injected" / "postinstall.py"
-METADATA_DIR = "__venvstacks__"
 
 
 def archive_format(plat: str) -> str:
@@ -305,23 +305,41 @@ def _archive_one(ctx: _build.BuildContext, plan: _Plan, txn: OutputTransaction, 
                  say: Callable[[str], None]) -> PublishedLayer:
     if plan.reuse:
         return PublishedLayer(layer=plan.layer, metadata=plan.metadata, archive=plan.archive, status="reused")
-    say(f"archiving {plan.layer.env_name}")
-    stage = ctx.build_dir / "_publish" / f"{plan.layer.env_name}.{RUN_ID}"
+    name = plan.layer.env_name
+    stage = ctx.build_dir / "_publish" / f"{name}.{RUN_ID}"
     metadata = plan.metadata
+    reporter = ui.current()
+    started = time.monotonic()
     try:
         stage_layer(ctx, plan.layer, stage)
+        total = _tree_size(stage)
+        say(f"archiving {name} ({ui.human_size(total)} uncompressed)")
         result = _archive.write_archive(stage, txn.path_for(plan.archive.name),
                                         root_name=metadata["install_target"],
                                         mtime=metadata["venvstacks_docker"]["source_date_epoch"],
                                         fmt=archive_format(ctx.platform), cancel=cancel,
-                                        arch=_plat.arch_of(ctx.platform))
+                                        arch=_plat.arch_of(ctx.platform),
+                                        progress=reporter.progress(name, f"archiving {name}", total))
     finally:
+        reporter.finish_progress(name)
         shutil.rmtree(stage, ignore_errors=True)
+    say(f"archived {name}: {ui.human_size(result.size)} in {time.monotonic() - started:.1f}s")
     ours = {**metadata["venvstacks_docker"], "archive_tar_sha256": result.tar_sha256}
     metadata = {**metadata, "archive_size": result.size, "archive_hashes": {"sha256": result.sha256},
                 "venvstacks_docker": ours}
     return PublishedLayer(layer=plan.layer, metadata=metadata, archive=plan.archive, status="built",
                           note=plan.note)
+
+
+def _tree_size(root: Path) -> int:
+    """Bytes of the regular files below ``root`` (what the archive writer will read)."""
+    total = 0
+    for folder, _dirs, files in os.walk(root):
+        for file in files:
+            path = os.path.join(folder, file)
+            if not os.path.islink(path):
+                total += os.path.getsize(path)
+    return total
 
 
 def _archive_all(ctx: _build.BuildContext, plans: list[_Plan], txn: OutputTransaction, jobs: int | None,

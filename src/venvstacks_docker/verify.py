@@ -21,12 +21,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from venvstacks_docker.errors import VerifyError
-from venvstacks_docker.metadata import sha256_file
+from venvstacks_docker.metadata import LAYER_KINDS, LAYER_METADATA_DIR, METADATA_DIR, dumps, envelope, sha256_file
+from venvstacks_docker.ui import human_size
 
-METADATA_DIR = "__venvstacks__"
-LAYER_METADATA_DIR = "env_metadata"
-REPORT_METADATA_VERSION = 1
-LAYER_KINDS = ("runtimes", "frameworks", "applications")
 ARCHIVE_SUFFIXES = (".tar.xz", ".tar.gz", ".zip")
 _REQUIRED_KEYS = ("layer_name", "install_target", "archive_name", "archive_size", "archive_hashes")
 _ARCHIVE_KEYS = ("archive_name", "archive_size", "archive_hashes")
@@ -100,8 +97,8 @@ class VerifyReport:
         return self.ok and not self.unexpected
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "metadata_version": REPORT_METADATA_VERSION,
+        """The ``verify --json`` output (envelope ``venvstacks-docker/verify``)."""
+        return envelope("verify", {
             "out_dir": os.fspath(self.out_dir),
             "ok": self.ok,
             "clean": self.clean,
@@ -109,11 +106,11 @@ class VerifyReport:
             "layers": [layer.as_dict() for layer in self.layers],
             "unexpected": list(self.unexpected),
             "metadata_problems": [p.as_dict() for p in self.metadata_problems],
-        }
+        })
 
     def to_json(self) -> str:
         """Stable JSON (2-space indent, sorted keys, trailing newline)."""
-        return json.dumps(self.as_dict(), indent=2, sort_keys=True) + "\n"
+        return dumps(self.as_dict())
 
     def render_text(self) -> str:
         lines = []
@@ -121,7 +118,7 @@ class VerifyReport:
         for layer in self.layers:
             line = f"{layer.status:<13} {layer.install_target:<{width}}  {layer.archive_name}"
             if layer.status == "ok":
-                line += f" ({_human_size(layer.expected_size)})"
+                line += f" ({human_size(layer.expected_size)})"
             elif layer.status == "missing":
                 line += " (archive file not found)"
             elif layer.status == "size-mismatch":
@@ -147,15 +144,6 @@ class VerifyReport:
         verdict = "OK" if self.ok else "FAILED"
         lines.append(f"{verdict}: " + ", ".join(parts))
         return "\n".join(lines) + "\n"
-
-
-def _human_size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError  # pragma: no cover
 
 
 # ---------------------------------------------------------------------------------
@@ -245,6 +233,82 @@ def _entry_problem(entry: Any) -> str | None:
     return None
 
 
+class _Collector:
+    """Reads the manifests and per-layer files of one output folder, noting problems."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.problems: list[MetadataProblem] = []
+        self.records: list[_Record] = []
+        self.entries: list[dict[str, Any]] = []
+        self.claimed: dict[Path, _Record] = {}  # per-layer file -> the manifest record it pairs with
+        self.mentioned: set[str] = set()  # every archive_name in any metadata file, valid or not
+
+    def _problem(self, rel: str, message: str) -> None:
+        self.problems.append(MetadataProblem(file=rel, message=message))
+
+    def _note(self, entry: Any) -> None:
+        if isinstance(entry, dict):
+            self.entries.append(entry)
+            _note_archive_name(entry, self.mentioned)
+
+    def read_manifest(self, manifest: Path) -> None:
+        rel = os.fspath(manifest.relative_to(self.out))
+        data = _load_json(manifest, rel, self.problems)
+        if data is None:
+            return
+        layers = data.get("layers") if isinstance(data, dict) else None
+        if not isinstance(layers, dict):
+            self._problem(rel, "no 'layers' table")
+            return
+        for kind in LAYER_KINDS:
+            entries = layers.get(kind, [])
+            if not isinstance(entries, list):
+                self._problem(rel, f"'layers.{kind}' is not a list")
+                continue
+            for entry in entries:
+                self._note(entry)
+                why = _entry_problem(entry)
+                if why:
+                    self._problem(rel, why)
+                    continue
+                record = _Record(entry=entry, kind=kind, sources=[rel])
+                self.records.append(record)
+                layer_file = layer_metadata_path(self.out, manifest, entry["layer_name"])
+                if layer_file in self.claimed:
+                    self._problem(rel, f"layer {entry['layer_name']!r} is listed more than once")
+                else:
+                    self.claimed[layer_file] = record
+
+    def read_layer_file(self, layer_file: Path) -> None:
+        rel = os.fspath(layer_file.relative_to(self.out))
+        data = _load_json(layer_file, rel, self.problems)
+        if data is None:
+            return
+        self._note(data)
+        why = _entry_problem(data)
+        if why:
+            self._problem(rel, why)
+            return
+        record = self.claimed.get(layer_file)
+        if record is None:
+            # Not in any current manifest (e.g. published earlier with --include).
+            self.records.append(_Record(entry=data, kind=_infer_kind(data), sources=[rel]))
+            return
+        record.sources.append(rel)
+        differing = sorted(k for k in set(record.entry) | set(data)
+                           if record.entry.get(k, _MISSING) != data.get(k, _MISSING))
+        if differing:
+            self._problem(rel, f"disagrees with {record.sources[0]} on {', '.join(differing)}")
+
+    def check_claims(self) -> None:
+        for layer_file, record in self.claimed.items():
+            if not layer_file.exists():
+                self._problem(os.fspath(layer_file.relative_to(self.out)),
+                              f"per-layer metadata for {record.entry['layer_name']!r} "
+                              f"(listed in {record.sources[0]}) is missing")
+
+
 def _read_metadata(
     out: Path,
 ) -> tuple[list[str], list[_Record], list[MetadataProblem], set[str]]:
@@ -257,96 +321,20 @@ def _read_metadata(
             f"no {METADATA_DIR} metadata in {out}, did you mean the publish output folder?",
             hint=f"verify expects {out}/{METADATA_DIR}/venvstacks.json next to the archives",
         )
-
-    problems: list[MetadataProblem] = []
-    records: list[_Record] = []
-    all_entries: list[dict[str, Any]] = []
-    claimed: dict[Path, _Record] = {}  # per-layer file -> the manifest record it pairs with
-    mentioned: set[str] = set()  # every archive_name in any metadata file, valid or not
-
+    collector = _Collector(out)
     for manifest in manifests:
-        rel = os.fspath(manifest.relative_to(out))
-        data = _load_json(manifest, rel, problems)
-        if data is None:
-            continue
-        layers = data.get("layers") if isinstance(data, dict) else None
-        if not isinstance(layers, dict):
-            problems.append(MetadataProblem(file=rel, message="no 'layers' table"))
-            continue
-        for kind in LAYER_KINDS:
-            entries = layers.get(kind, [])
-            if not isinstance(entries, list):
-                problems.append(MetadataProblem(file=rel, message=f"'layers.{kind}' is not a list"))
-                continue
-            for entry in entries:
-                if isinstance(entry, dict):
-                    all_entries.append(entry)
-                    _note_archive_name(entry, mentioned)
-                why = _entry_problem(entry)
-                if why:
-                    problems.append(MetadataProblem(file=rel, message=why))
-                    continue
-                record = _Record(entry=entry, kind=kind, sources=[rel])
-                records.append(record)
-                layer_file = layer_metadata_path(out, manifest, entry["layer_name"])
-                if layer_file in claimed:
-                    problems.append(
-                        MetadataProblem(
-                            file=rel,
-                            message=f"layer {entry['layer_name']!r} is listed more than once",
-                        )
-                    )
-                else:
-                    claimed[layer_file] = record
-
+        collector.read_manifest(manifest)
     for layer_file in layer_files:
-        rel = os.fspath(layer_file.relative_to(out))
-        data = _load_json(layer_file, rel, problems)
-        if data is None:
-            continue
-        if isinstance(data, dict):
-            all_entries.append(data)
-            _note_archive_name(data, mentioned)
-        why = _entry_problem(data)
-        if why:
-            problems.append(MetadataProblem(file=rel, message=why))
-            continue
-        record = claimed.get(layer_file)
-        if record is None:
-            # Not in any current manifest (e.g. published earlier with --include).
-            records.append(_Record(entry=data, kind=_infer_kind(data), sources=[rel]))
-            continue
-        record.sources.append(rel)
-        differing = sorted(
-            k
-            for k in set(record.entry) | set(data)
-            if record.entry.get(k, _MISSING) != data.get(k, _MISSING)
-        )
-        if differing:
-            problems.append(
-                MetadataProblem(
-                    file=rel,
-                    message=f"disagrees with {record.sources[0]} on {', '.join(differing)}",
-                )
-            )
-
-    if _is_local_export(all_entries):
+        collector.read_layer_file(layer_file)
+    if _is_local_export(collector.entries):
         raise VerifyError(
             f"{out} holds local-export metadata (no archive_name/archive_hashes): "
             "there are no archives to verify",
             hint="point verify at the publish output folder (the one with the archives)",
         )
-    for layer_file, record in claimed.items():
-        if not layer_file.exists():
-            problems.append(
-                MetadataProblem(
-                    file=os.fspath(layer_file.relative_to(out)),
-                    message=f"per-layer metadata for {record.entry['layer_name']!r} "
-                    f"(listed in {record.sources[0]}) is missing",
-                )
-            )
+    collector.check_claims()
     manifest_names = [os.fspath(m.relative_to(out)) for m in manifests]
-    return manifest_names, records, problems, mentioned
+    return manifest_names, collector.records, collector.problems, collector.mentioned
 
 
 def _note_archive_name(entry: dict[str, Any], mentioned: set[str]) -> None:

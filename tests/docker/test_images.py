@@ -200,11 +200,11 @@ def test_list_shows_tool_images(docker_client, base_image, builder_image) -> Non
 def test_image_cli_list_json(docker_client, builder_image) -> None:  # type: ignore[no-untyped-def]
     from typer.testing import CliRunner
 
-    from venvstacks_docker.host.image_cli import image_app
+    from venvstacks_docker.cli.image import image_app
 
     result = CliRunner().invoke(image_app, ["list", "--json"])
     assert result.exit_code == 0, result.output
-    rows = json.loads(result.stdout)
+    rows = json.loads(result.stdout)["images"]
     assert any(builder_image.tag in row["tags"] for row in rows)
 
 

@@ -119,7 +119,7 @@ def test_bad_docker_host_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> No
 def test_image_cli_render_matches_library(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     from typer.testing import CliRunner
 
-    from venvstacks_docker.host.image_cli import image_app
+    from venvstacks_docker.cli.image import image_app
 
     # No engine: the rendering must not need one.
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent.sock")
@@ -133,14 +133,19 @@ def test_image_cli_render_matches_library(tmp_path, monkeypatch: pytest.MonkeyPa
     assert b"FROM x:1\n" in out.read_bytes()
 
 
-def test_only_locking_gets_the_network() -> None:
-    from venvstacks_docker.host.dispatch import needs_network
+def test_only_locking_gets_the_network(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from _helpers import copy_sample
 
-    assert needs_network("lock", ["lock", "venvstacks.toml"])
-    assert not needs_network("build", ["build", "venvstacks.toml", "--publish"])
-    assert needs_network("build", ["build", "venvstacks.toml", "--lock-if-needed"])
-    assert not needs_network("publish", ["publish", "venvstacks.toml"])
-    assert not needs_network("local-export", ["local-export", "venvstacks.toml"])
+    from venvstacks_docker import plan, spec
+
+    stack = spec.load(copy_sample(tmp_path / "s"))
+    where = plan.Where(platform="linux_x86_64", build_dir=tmp_path / "b", output_dir=tmp_path / "o")
+    everything = plan.Selection()
+    assert plan.plan_lock(stack, everything, where).needs_network
+    assert not plan.plan_build(stack, everything, where, publish=True).needs_network
+    assert plan.plan_build(stack, everything, where, lock_if_needed=True).needs_network
+    assert not plan.plan_publish(stack, everything, where).needs_network
+    assert not plan.plan_export(stack, everything, where).needs_network
 
 
 def test_tool_command_runs_the_package_with_the_image_python() -> None:

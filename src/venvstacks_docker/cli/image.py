@@ -1,24 +1,20 @@
-"""``venvstacks-docker image ...``: render, build, bootstrap and list builder images.
+"""``venvstacks-docker image ...``: render, build, bootstrap, list and prune builder images.
 
-Human-readable progress goes to stderr (one spinner line by default, every build line
-with ``--verbose``); results go to stdout, as JSON with ``--json``.  Errors are raised
-as :class:`~venvstacks_docker.errors.ContainerError` for the main CLI to report.
+Progress goes through :mod:`venvstacks_docker.ui` (a spinner per phase, build output
+with ``-v``); results go to stdout, as JSON with ``--json``.  Errors are raised as
+:class:`~venvstacks_docker.errors.ContainerError` for the main CLI to report.
 """
 
 from __future__ import annotations
 
-import json
 import sys
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
+from venvstacks_docker import ui
+from venvstacks_docker.cli._common import emit_json
 from venvstacks_docker.host import images
 
 image_app = typer.Typer(
@@ -32,8 +28,6 @@ image_app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-
-_state: dict[str, bool] = {"verbose": False}
 
 TargetOption = Annotated[
     str,
@@ -56,41 +50,12 @@ BaseImageOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
-VerboseOption = Annotated[
-    bool, typer.Option("--verbose", "-v", help="Show every line of progress and build output.")
-]
-
-
-@image_app.callback()
-def _image_callback(
-    verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="Show every line of progress and build output.")
-    ] = False,
-) -> None:
-    _state["verbose"] = verbose
-
-
-@contextmanager
-def _progress(title: str, verbose: bool) -> Iterator[Callable[[str], None]]:
-    """A progress callback: every line with ``verbose``, else a one-line status."""
-    console = Console(stderr=True, highlight=False)
-    verbose = verbose or _state["verbose"]
-    started = time.monotonic()
-    if verbose:
-        console.print(f"[bold]*[/] {escape(title)}")
-        yield lambda line: console.print(escape(line))
-    else:
-        with console.status(escape(title)) as status:
-            yield lambda line: status.update(f"{escape(title)}: {escape(line[:100])}")
-    console.print(f"[bold]*[/] {escape(title)}: done in {time.monotonic() - started:.1f}s")
-
-
 def _default_target(target: str | None) -> str:
     return images.check_target(target or images.host_target())
 
 
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+def _print_json(kind: str, data: dict[str, Any]) -> None:
+    emit_json(f"image-{kind}", data)
 
 
 @image_app.command(
@@ -143,13 +108,13 @@ def build_command(
         bool, typer.Option("--force", help="Rebuild, without the layer cache, even if the tag exists.")
     ] = False,
     as_json: JsonOption = False,
-    verbose: VerboseOption = False,
 ) -> None:
     chosen = _default_target(target)
-    with _progress(f"builder image for {chosen}", verbose) as report:
-        built = images.ensure_builder_image(chosen, base_image=base_image, force=force, on_progress=report)
+    reporter = ui.current()
+    with reporter.phase(f"builder image for {chosen}"):
+        built = images.ensure_builder_image(chosen, base_image=base_image, force=force, on_progress=reporter.detail)
     if as_json:
-        _print_json({"tag": built.tag, "image_id": built.image_id, "inputs": built.inputs})
+        _print_json("build", {"tag": built.tag, "image_id": built.image_id, "inputs": built.inputs})
     else:
         sys.stdout.write(built.tag + "\n")
 
@@ -173,13 +138,15 @@ def bootstrap_base_command(
         bool, typer.Option("--force", help="Bootstrap again even if the image exists, and move its tags.")
     ] = False,
     as_json: JsonOption = False,
-    verbose: VerboseOption = False,
 ) -> None:
     chosen = _default_target(target)
-    with _progress(f"Debian {suite} base image", verbose) as report:
-        base = images.bootstrap_base(suite=suite, mirror=mirror, target=chosen, force=force, on_progress=report)
+    reporter = ui.current()
+    with reporter.phase(f"Debian {suite} base image"):
+        base = images.bootstrap_base(suite=suite, mirror=mirror, target=chosen, force=force,
+                                     on_progress=reporter.detail)
     if as_json:
         _print_json(
+            "bootstrap-base",
             {
                 "tag": base.tag,
                 "alias": base.alias,
@@ -201,7 +168,7 @@ def list_command(as_json: JsonOption = False) -> None:
 
     rows = images.list_tool_images(connect())
     if as_json:
-        _print_json(rows)
+        _print_json("list", {"images": rows})
         return
     header = ("ROLE", "TAG", "IMAGE ID", "FOR", "CREATED", "SIZE")
     lines: list[tuple[str, ...]] = [header]
@@ -241,7 +208,7 @@ def prune_command(
 
     removed = images.prune_builder_images(connect(), keep=keep)
     if as_json:
-        _print_json({"removed": removed})
+        _print_json("prune", {"removed": removed})
     else:
         for tag in removed:
             sys.stdout.write(f"removed {tag}\n")

@@ -1,0 +1,111 @@
+"""What every command of the CLI shares: state, options, consoles, JSON output."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from venvstacks_docker import spec as _spec
+from venvstacks_docker.metadata import dumps, envelope
+
+#: Results (tables, JSON) go to stdout; everything for people to stderr (:mod:`ui`).
+out = Console(highlight=False, soft_wrap=True)
+
+
+@dataclass
+class State:
+    """The program's own options (before the command name)."""
+
+    verbosity: int = 0
+    debug: bool = False
+
+
+STATE = State()
+
+# Help panels group the options of the busy commands.
+SELECT = "Layer selection"
+LOCKING = "Locking"
+BUILDING = "Building"
+OUTPUT = "Publishing and output"
+WHERE = "Where it runs (venvstacks-docker)"
+SHOW = "What to print"
+
+SpecArg = Annotated[Path, typer.Argument(help="The stack file (venvstacks.toml), or its folder.",
+                                         show_default=False)]
+BuildDirOpt = Annotated[str, typer.Option(
+    "--build-dir", help="Build folder, relative to the stack file's folder.", rich_help_panel=BUILDING)]
+IncludeOpt = Annotated[list[str] | None, typer.Option(
+    "--include", metavar="PATTERN", rich_help_panel=SELECT,
+    help="Only layers whose name matches (fnmatch, e.g. 'app-*'); repeatable.")]
+AllowMissingOpt = Annotated[bool, typer.Option(
+    "--allow-missing", rich_help_panel=SELECT, help="Warn instead of failing when an --include pattern matches nothing.")]
+JsonOpt = Annotated[bool, typer.Option(
+    "--json", rich_help_panel=SHOW,
+    help="JSON on stdout: alone, the selection without running anything; with --show, the results.")]
+ShowOpt = Annotated[bool, typer.Option("--show", rich_help_panel=SHOW,
+                                       help="Print the selected layers and operations, then run.")]
+ShowOnlyOpt = Annotated[bool, typer.Option("--show-only", rich_help_panel=SHOW,
+                                           help="Print the selected layers and operations and stop.")]
+IndexOpt = Annotated[bool, typer.Option("--index/--no-index", rich_help_panel=LOCKING,
+                                        help="Query the default package index (PyPI) when locking.")]
+LocalWheelsOpt = Annotated[list[str] | None, typer.Option(
+    "--local-wheels", metavar="DIR", rich_help_panel=LOCKING,
+    help="A folder of wheels to lock from, relative to the stack file's folder; repeatable.")]
+ResetLockOpt = Annotated[list[str] | None, typer.Option(
+    "--reset-lock", metavar="PATTERN", rich_help_panel=LOCKING,
+    help="Forget the existing lock of matching layers before relocking; repeatable.")]
+RuntimeSourceOpt = Annotated[list[str] | None, typer.Option(
+    "--runtime-source", metavar="SOURCE", rich_help_panel=BUILDING,
+    help="A runtime archive, folder of archives or file:// or https:// URL to take Python runtimes "
+    "from; repeatable (more in the environment variable reference).")]
+NativeOpt = Annotated[bool, typer.Option(
+    "--native/--container", rich_help_panel=WHERE,
+    help="Run on this host, or in a builder container (the default on Linux).")]
+BaseImageOpt = Annotated[str | None, typer.Option(
+    "--base-image", metavar="IMAGE", rich_help_panel=WHERE,
+    help="Base image of the builder container (default: the stack file's base_image, "
+    "VENVSTACKS_DOCKER_BASE_IMAGE, then the bootstrapped Debian base).")]
+
+
+def load(spec_path: Path) -> _spec.StackSpec:
+    return _spec.load(spec_path)
+
+
+def resolve_dir(spec: _spec.StackSpec, value: str | os.PathLike[str]) -> Path:
+    """A folder option: ``~`` expanded, relative to the stack file's folder, absolute."""
+    path = Path(value).expanduser()
+    return (path if path.is_absolute() else spec.spec_dir / path).absolute()
+
+
+def absolute_source(spec: _spec.StackSpec, source: str) -> str:
+    """A ``--runtime-source`` path as an absolute path (URLs stay as they are)."""
+    if "://" in source and not source.startswith("file://"):
+        return source
+    raw = Path(source.removeprefix("file://")).expanduser()
+    for candidate in (raw, spec.spec_dir / raw):
+        if candidate.exists():
+            return str(candidate.absolute())
+    return source
+
+
+def emit_json(kind: str, body: dict[str, Any]) -> None:
+    """Print one ``--json`` result: ``body`` in the versioned envelope."""
+    sys.stdout.write(dumps(envelope(kind, body)))
+
+
+def rel(path: Path | str, base: Path) -> str:
+    try:
+        return str(Path(path).relative_to(base))
+    except ValueError:
+        return str(path)
+
+
+def in_container(native: bool) -> bool:
+    """Whether a stage command runs in a builder container (Linux, unless --native)."""
+    return not native and sys.platform.startswith("linux") and os.environ.get("VENVSTACKS_DOCKER_IN_CONTAINER") != "1"

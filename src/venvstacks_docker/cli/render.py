@@ -1,0 +1,156 @@
+"""How the CLI shows plans and outcomes: trees and tables on stdout, or JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.markup import escape
+from rich.table import Table
+from rich.tree import Tree
+
+from venvstacks_docker import build as _build
+from venvstacks_docker.cli._common import STATE, emit_json, out, rel
+from venvstacks_docker.execute import Outcome
+from venvstacks_docker.plan import Plan, lock_status
+from venvstacks_docker.spec import LayerSpec, StackSpec
+
+
+def _layer_json(spec: StackSpec, layer: LayerSpec, ops: dict[str, list[str]] | None) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "layer_name": layer.env_name,
+        "name": layer.env_name,  # venvstacks' key for the same thing, kept for its users
+        "install_target": _build.deployed_name(spec, layer),
+        "has_valid_lock": lock_status(spec, layer),
+        "selected_operations": ops.get(layer.env_name) if ops is not None else None,
+    }
+    if layer.kind != "runtime":
+        data["dependencies"] = [_layer_json(spec, low, ops) for low in spec.lower_layers(layer)]
+    return data
+
+
+def stack_json(spec: StackSpec, names: list[str], ops: dict[str, list[str]] | None) -> dict[str, Any]:
+    """venvstacks' selection JSON (``spec_name``, ``runtimes``, ...), for ``show`` and ``--json``."""
+    chosen = set(names)
+    return {
+        "spec_name": str(spec.path),
+        "runtimes": [_layer_json(spec, l, ops) for l in spec.runtimes if l.env_name in chosen],
+        "frameworks": [_layer_json(spec, l, ops) for l in spec.frameworks if l.env_name in chosen],
+        "applications": [_layer_json(spec, l, ops) for l in spec.applications if l.env_name in chosen],
+    }
+
+
+def print_tree(spec: StackSpec, names: list[str], ops: dict[str, list[str]] | None = None) -> None:
+    """The layer tree; ``*`` marks a layer whose lock is out of date."""
+    tree = Tree(escape(str(spec.path)))
+    chosen = set(names)
+    for title, group in (("Runtimes", spec.runtimes), ("Frameworks", spec.frameworks),
+                         ("Applications", spec.applications)):
+        layers = [l for l in group if l.env_name in chosen]
+        if not layers:
+            continue
+        branch = tree.add(title)
+        for layer in layers:
+            label = ("*" if not lock_status(spec, layer) else "") + layer.env_name
+            deploy = _build.deployed_name(spec, layer)
+            if deploy != layer.env_name:
+                label += f" -> {deploy}"
+            label = escape(label)
+            if ops is not None and ops.get(layer.env_name):
+                label += f" [dim]({escape(', '.join(ops[layer.env_name]))})[/]"
+            node = branch.add(label)
+            for low in spec.lower_layers(layer):
+                node.add(escape(low.env_name))
+    out.print(tree)
+
+
+def show_plan(spec: StackSpec, plan: Plan, *, show: bool, show_only: bool, json_output: bool) -> bool:
+    """venvstacks' ``--show``/``--show-only``/``--json`` rules; True means stop here.
+
+    ``--json`` alone implies ``--show-only`` (the selection as JSON); ``--show --json``
+    runs the command and prints its results as JSON.
+    """
+    names = [step.layer_name for step in plan.steps]
+    if show_only or (json_output and not show):
+        if json_output:
+            emit_json("selection", {**stack_json(spec, names, plan.operations),
+                                    "plan": plan.to_dict()})
+        else:
+            print_tree(spec, names, plan.operations)
+        return True
+    if show and not json_output:
+        print_tree(spec, names, plan.operations)
+    return False
+
+
+# --- outcomes -------------------------------------------------------------------------
+
+
+def _table(*columns: str, right: tuple[str, ...] = ()) -> Table:
+    table = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
+    for column in columns:
+        table.add_column(column, justify="right" if column in right else "left", no_wrap=True)
+    return table
+
+
+def print_locks(spec: StackSpec, rows: list[dict[str, Any]]) -> None:
+    table = _table("layer", "status", "locked at", "lock file")
+    for row in rows:
+        table.add_row(escape(row["layer_name"]), row["status"], str(row["locked_at"] or ""),
+                      escape(rel(row["lock_file"], spec.spec_dir)))
+    out.print(table)
+
+
+def print_publication(published: dict[str, Any]) -> None:
+    """The publish report: an aligned table naming the output folder."""
+    folder = Path(published["output_dir"])
+    if published["dry_run"]:
+        out.print(f"Dry run: would publish to {escape(str(folder))}")
+        table = _table("archive", "archive_build")
+        for layer in published["layers"]:
+            table.add_row(escape(layer["metadata"]["archive_name"]), str(layer["metadata"]["archive_build"]))
+        out.print(table)
+        return
+    out.print(f"Published to {escape(str(folder))} (manifest {escape(rel(published['manifest'], folder))})")
+    full = STATE.verbosity >= 1
+    table = _table("archive", "bytes", "sha256", "status", right=("bytes",))
+    for layer in published["layers"]:
+        meta = layer["metadata"]
+        sha = (meta.get("archive_hashes") or {}).get("sha256", "")
+        table.add_row(escape(meta["archive_name"]), f"{meta.get('archive_size', 0):,d}",
+                      sha if full else f"{sha[:16]}…", layer["status"])
+    out.print(table)
+
+
+def print_export(exported: dict[str, Any]) -> None:
+    folder = Path(exported["output_dir"])
+    out.print(f"Exported to {escape(str(folder))}")
+    table = _table("layer", "folder", "status")
+    for layer in exported["layers"]:
+        table.add_row(escape(layer["layer_name"]), escape(rel(layer["folder"], folder)), layer["status"])
+    out.print(table)
+
+
+def publication_json(published: dict[str, Any]) -> dict[str, Any]:
+    """The published layers for ``--json``: each one's metadata, status and archive path."""
+    return {**{k: v for k, v in published.items() if k != "layers"},
+            "layers": [{**layer["metadata"], "status": layer["status"], "archive": layer["archive"],
+                        "note": layer["note"]} for layer in published["layers"]]}
+
+
+def print_outcome(spec: StackSpec, plan: Plan, outcome: Outcome, *, json_output: bool) -> None:
+    """What a run did: its results, as tables or as one JSON document."""
+    if json_output:
+        body: dict[str, Any] = {"locks": outcome.locks, "builds": outcome.builds}
+        if outcome.published is not None:
+            body["publication"] = publication_json(outcome.published)
+        if outcome.exported is not None:
+            body["export"] = outcome.exported
+        emit_json(plan.command, body)
+        return
+    if outcome.locks:
+        print_locks(spec, outcome.locks)
+    if outcome.published is not None:
+        print_publication(outcome.published)
+    if outcome.exported is not None:
+        print_export(outcome.exported)

@@ -1,0 +1,51 @@
+"""``venvstacks-docker runtime build``: a relocatable CPython from pinned sources."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from venvstacks_docker import ui
+from venvstacks_docker.cli._common import emit_json, out
+
+runtime_app = typer.Typer(help="Python runtime archives in python-build-standalone's install_only layout.",
+                          no_args_is_help=True)
+
+
+@runtime_app.command("build")
+def build(
+    python_version: Annotated[str, typer.Option(
+        "--python-version", "-p", metavar="X.Y.Z", help="The CPython version to build (it must have a pinned source).")
+    ] = "3.11.2",
+    legacy_version: Annotated[str | None, typer.Option("--version", hidden=True,
+                                                       help="Old name of --python-version.")] = None,
+    output_dir: Annotated[Path | None, typer.Option(
+        "--output-dir", metavar="DIR", help="Also copy the archive and its .json sidecar here.")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(
+        "--cache-dir", metavar="DIR", help="Cache root (default: VENVSTACKS_DOCKER_CACHE or the user cache folder).")
+    ] = None,
+    jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, help="Parallel make jobs (default: every CPU).")
+                    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Rebuild even if the cache has this runtime.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the archive's metadata as JSON.")] = False,
+) -> None:
+    """Build a relocatable CPython runtime archive from a pinned, hash-checked Debian source tarball.
+
+    The archive lands in the runtime cache, keyed by its sha256, where lock and build find it.
+    Building the same version again gives the same bytes. Linux only.
+    """
+    from venvstacks_docker.runtime_build import build_runtime, read_sidecar
+
+    version = legacy_version or python_version
+    with ui.current().phase(f"building CPython {version}"):
+        archive = build_runtime(version, cache=cache_dir, jobs=jobs, force=force, output_dir=output_dir)
+    meta = read_sidecar(archive)
+    if json_output:
+        emit_json("runtime", {**meta, "path": str(archive)})
+        return
+    out.print(str(archive), markup=False)
+    out.print(f"sha256 {meta['sha256']}  glibc>={meta['glibc_floor']}", markup=False)
+    sys.stdout.flush()

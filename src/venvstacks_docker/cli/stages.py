@@ -1,0 +1,236 @@
+"""The stack commands: ``show``, ``lock``, ``build``, ``publish`` and ``local-export``.
+
+Each command makes a plan (:mod:`venvstacks_docker.plan`) on the host, shows it if asked,
+checks the folders (:mod:`venvstacks_docker.preflight`), and hands it to the native or
+the container executor; both return the same outcome, rendered here.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from venvstacks_docker import plan as _plan
+from venvstacks_docker import platforms as _plat
+from venvstacks_docker import preflight
+from venvstacks_docker.cli import render
+from venvstacks_docker.cli._common import (
+    BUILDING, LOCKING, OUTPUT, SELECT, AllowMissingOpt, BaseImageOpt, BuildDirOpt, IncludeOpt, IndexOpt,
+    JsonOpt, LocalWheelsOpt, NativeOpt, ResetLockOpt, RuntimeSourceOpt, ShowOnlyOpt, ShowOpt, SpecArg,
+    absolute_source, emit_json, in_container, load, resolve_dir,
+)
+from venvstacks_docker.errors import SpecError
+from venvstacks_docker.execute import Outcome, run_plan
+from venvstacks_docker.spec import StackSpec
+
+OutputDirOpt = Annotated[str, typer.Option("--output-dir", rich_help_panel=OUTPUT,
+                                           help="Where archives and metadata go, relative to the stack file's folder.")]
+TagOutputsOpt = Annotated[bool, typer.Option("--tag-outputs", rich_help_panel=OUTPUT,
+                                             help="Put the platform and build number in archive and metadata names.")]
+PublishDependenciesOpt = Annotated[bool, typer.Option("--publish-dependencies", rich_help_panel=SELECT,
+                                                      help="Also publish the layers the selected ones need.")]
+PublishDerivedOpt = Annotated[bool, typer.Option("--publish-derived", rich_help_panel=SELECT,
+                                                 help="Also publish the layers built on the selected ones.")]
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(show)
+    app.command()(lock)
+    app.command()(build)
+    app.command()(publish)
+    app.command("local-export")(local_export)
+
+
+def _where(spec: StackSpec, build_dir: str, output_dir: str | None = None, *, local_wheels: list[str] | None = None,
+           runtime_source: list[str] | None = None, offline: bool = False, index: bool = True) -> _plan.Where:
+    dirs = tuple(resolve_dir(spec, d) for d in local_wheels or ())
+    for folder in dirs:
+        if not folder.is_dir():
+            raise SpecError(f"--local-wheels folder {folder} does not exist")
+    return _plan.Where(platform=_plat.current_platform(), build_dir=resolve_dir(spec, build_dir),
+                       output_dir=resolve_dir(spec, output_dir) if output_dir else None,
+                       runtime_sources=tuple(absolute_source(spec, s) for s in runtime_source or ()),
+                       offline=offline, local_wheel_dirs=dirs, query_default_index=index)
+
+
+def _execute(spec: StackSpec, plan: _plan.Plan, *, native: bool, base_image: str | None) -> Outcome:
+    """Check the folders, then run the plan here or in a builder container."""
+    preflight.source_date_epoch_value()
+    preflight.check_work_folders(spec, plan.build_dir, plan.output_dir if plan.command != "build" or plan.publish
+                                 else None, output_option="--output-dir")
+    read_only = plan.command == "publish" and plan.dry_run  # nothing to build or write: no container
+    if in_container(native) and not read_only:
+        from venvstacks_docker.host.dispatch import run_plan_in_container
+
+        return run_plan_in_container(plan, spec, base_image=base_image)
+    return run_plan(plan, spec)
+
+
+def _finish(spec: StackSpec, plan: _plan.Plan, *, show: bool, show_only: bool, json_output: bool,
+            native: bool, base_image: str | None) -> None:
+    if render.show_plan(spec, plan, show=show, show_only=show_only, json_output=json_output):
+        return
+    outcome = _execute(spec, plan, native=native, base_image=base_image)
+    render.print_outcome(spec, plan, outcome, json_output=json_output)
+
+
+def show(
+    spec_path: SpecArg,
+    build_dir: BuildDirOpt = "_build",
+    include: IncludeOpt = None,
+    allow_missing: AllowMissingOpt = False,
+    json_output: JsonOpt = False,
+) -> None:
+    """Show the layers of a stack and whether their locks are valid ('*' = needs locking)."""
+    spec = load(spec_path)
+    names = [layer.env_name for layer in _plan.related(spec, tuple(include or ()), allow_missing)]
+    if json_output:
+        emit_json("show", render.stack_json(spec, names, None))
+    else:
+        render.print_tree(spec, names)
+
+
+def lock(
+    spec_path: SpecArg,
+    build_dir: BuildDirOpt = "_build",
+    clean: Annotated[bool, typer.Option("--clean", rich_help_panel=LOCKING,
+                                        help="Recreate the runtime environments used to lock first.")] = False,
+    if_needed: Annotated[bool, typer.Option("--if-needed", rich_help_panel=LOCKING,
+                                            help="Skip layers whose lock is still valid.")] = False,
+    index: IndexOpt = True,
+    local_wheels: LocalWheelsOpt = None,
+    include: IncludeOpt = None,
+    reset_lock: ResetLockOpt = None,
+    allow_missing: AllowMissingOpt = False,
+    lock_dependencies: Annotated[bool, typer.Option(
+        "--lock-dependencies", rich_help_panel=SELECT, help="Also relock the layers the selected ones need.")] = False,
+    show: ShowOpt = False,
+    show_only: ShowOnlyOpt = False,
+    json_output: JsonOpt = False,
+    runtime_source: RuntimeSourceOpt = None,
+    native: NativeOpt = False,
+    base_image: BaseImageOpt = None,
+) -> None:
+    """Lock layer requirements (pylock.toml files in requirements/, next to the stack file)."""
+    spec = load(spec_path)
+    selection = _plan.Selection(include=tuple(include or ()), allow_missing=allow_missing,
+                                lock_dependencies=lock_dependencies)
+    where = _where(spec, build_dir, local_wheels=local_wheels, runtime_source=runtime_source, index=index)
+    plan = _plan.plan_lock(spec, selection, where, if_needed=if_needed, clean=clean,
+                           reset_lock=tuple(reset_lock or ()))
+    _finish(spec, plan, show=show, show_only=show_only, json_output=json_output, native=native,
+            base_image=base_image)
+
+
+def build(
+    spec_path: SpecArg,
+    build_dir: BuildDirOpt = "_build",
+    output_dir: OutputDirOpt = "_artifacts",
+    clean: Annotated[bool, typer.Option("--clean", rich_help_panel=BUILDING,
+                                        help="Recreate the environments (and rebuild every archive).")] = False,
+    lock_if_needed: Annotated[bool, typer.Option("--lock-if-needed", rich_help_panel=LOCKING,
+                                                 help="Lock layers whose lock is out of date first.")] = False,
+    lock_: Annotated[bool, typer.Option("--lock", hidden=True, help="Old name of --lock-if-needed.")] = False,
+    do_build: Annotated[bool, typer.Option("--build/--no-build", rich_help_panel=BUILDING,
+                                           help="Build the selected environments.")] = True,
+    publish_: Annotated[bool, typer.Option("--publish", rich_help_panel=OUTPUT,
+                                           help="Also publish archives (otherwise a publish dry run is shown).")] = False,
+    index: IndexOpt = True,
+    local_wheels: LocalWheelsOpt = None,
+    tag_outputs: TagOutputsOpt = False,
+    include: IncludeOpt = None,
+    reset_lock: ResetLockOpt = None,
+    allow_missing: AllowMissingOpt = False,
+    lock_dependencies: Annotated[bool, typer.Option("--lock-dependencies", rich_help_panel=SELECT,
+                                                    help="Also relock the layers the selected ones need.")] = False,
+    build_dependencies: Annotated[bool, typer.Option("--build-dependencies", rich_help_panel=SELECT,
+                                                     help="Rebuild, not just bring up to date, the layers the selected ones need.")] = False,
+    publish_dependencies: PublishDependenciesOpt = False,
+    include_dependencies: Annotated[bool, typer.Option(
+        "--include-dependencies", rich_help_panel=SELECT,
+        help="Set all three --*-dependencies options at once.")] = False,
+    no_include_dependencies: Annotated[bool, typer.Option(
+        "--no-include-dependencies", hidden=True, help="Clear all three --*-dependencies options.")] = False,
+    build_derived: Annotated[bool, typer.Option("--build-derived", rich_help_panel=SELECT,
+                                                help="Also build the layers built on the selected ones.")] = False,
+    publish_derived: PublishDerivedOpt = False,
+    show: ShowOpt = False,
+    show_only: ShowOnlyOpt = False,
+    json_output: JsonOpt = False,
+    runtime_source: RuntimeSourceOpt = None,
+    native: NativeOpt = False,
+    base_image: BaseImageOpt = None,
+    offline: Annotated[bool, typer.Option("--offline", rich_help_panel=BUILDING,
+                                          help="No network: runtimes and wheels must already be cached.")] = False,
+) -> None:
+    """Build layer environments, locking first and publishing after if asked: the pipeline command."""
+    spec = load(spec_path)
+    if include_dependencies or no_include_dependencies:  # venvstacks' --[no-]include-dependencies
+        lock_dependencies = build_dependencies = publish_dependencies = include_dependencies
+    selection = _plan.Selection(include=tuple(include or ()), allow_missing=allow_missing,
+                                lock_dependencies=lock_dependencies, build_dependencies=build_dependencies,
+                                publish_dependencies=publish_dependencies, build_derived=build_derived,
+                                publish_derived=publish_derived)
+    where = _where(spec, build_dir, output_dir, local_wheels=local_wheels, runtime_source=runtime_source,
+                   offline=offline, index=index)
+    plan = _plan.plan_build(spec, selection, where, lock_if_needed=lock_if_needed or lock_, build=do_build,
+                            publish=publish_, clean=clean, tag_outputs=tag_outputs,
+                            reset_lock=tuple(reset_lock or ()))
+    _finish(spec, plan, show=show, show_only=show_only, json_output=json_output, native=native,
+            base_image=base_image)
+
+
+def publish(
+    spec_path: SpecArg,
+    build_dir: BuildDirOpt = "_build",
+    output_dir: OutputDirOpt = "_artifacts",
+    force: Annotated[bool, typer.Option("--force", rich_help_panel=OUTPUT,
+                                        help="Rebuild archives even if their inputs are unchanged.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", rich_help_panel=OUTPUT,
+                                          help="Only show what would be published.")] = False,
+    tag_outputs: TagOutputsOpt = False,
+    include: IncludeOpt = None,
+    allow_missing: AllowMissingOpt = False,
+    publish_dependencies: PublishDependenciesOpt = False,
+    publish_derived: PublishDerivedOpt = False,
+    show: ShowOpt = False,
+    show_only: ShowOnlyOpt = False,
+    json_output: JsonOpt = False,
+    native: NativeOpt = False,
+    base_image: BaseImageOpt = None,
+) -> None:
+    """Publish already-built environments: one archive per layer, metadata in __venvstacks__/."""
+    spec = load(spec_path)
+    selection = _plan.Selection(include=tuple(include or ()), allow_missing=allow_missing,
+                                publish_dependencies=publish_dependencies, publish_derived=publish_derived)
+    plan = _plan.plan_publish(spec, selection, _where(spec, build_dir, output_dir), force=force,
+                              dry_run=dry_run, tag_outputs=tag_outputs)
+    _finish(spec, plan, show=show, show_only=show_only, json_output=json_output, native=native,
+            base_image=base_image)
+
+
+def local_export(
+    spec_path: SpecArg,
+    build_dir: BuildDirOpt = "_build",
+    output_dir: Annotated[str, typer.Option("--output-dir", rich_help_panel=OUTPUT,
+                                            help="Where the environments are exported, relative to the stack file's folder.")] = "_export",
+    force: Annotated[bool, typer.Option("--force", rich_help_panel=OUTPUT, help="Export again even if unchanged.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", rich_help_panel=OUTPUT, help="The same as --show-only.")] = False,
+    include: IncludeOpt = None,
+    allow_missing: AllowMissingOpt = False,
+    publish_dependencies: PublishDependenciesOpt = False,
+    publish_derived: PublishDerivedOpt = False,
+    show: ShowOpt = False,
+    show_only: ShowOnlyOpt = False,
+    json_output: JsonOpt = False,
+    native: NativeOpt = False,
+    base_image: BaseImageOpt = None,
+) -> None:
+    """Export built environments to a folder on this machine and run their post-install step."""
+    spec = load(spec_path)
+    selection = _plan.Selection(include=tuple(include or ()), allow_missing=allow_missing,
+                                publish_dependencies=publish_dependencies, publish_derived=publish_derived)
+    plan = _plan.plan_export(spec, selection, _where(spec, build_dir, output_dir), force=force)
+    _finish(spec, plan, show=show, show_only=show_only or dry_run, json_output=json_output, native=native,
+            base_image=base_image)
