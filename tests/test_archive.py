@@ -159,6 +159,45 @@ def test_thread_count_does_not_change_bytes(tmp_path: Path) -> None:
     assert len({(r.size, r.sha256, r.tar_sha256) for r in results}) == 1
 
 
+#: (arch, chunk size) -> (sha256, tar_sha256, size) of the golden tree below, as the
+#: writer of commit 46cc1a6 wrote them.  ``tar_sha256`` depends on Python's tarfile
+#: only; if only ``sha256`` changes, liblzma changed (see the reproducibility docs).
+GOLDEN = {
+    (None, 64 * 1024): (
+        "7bce15fc885f243c7a15a1a86069eb51192bae2c6c0a7a2c1ca4809db5883c3b",
+        "e6714d1eb9cfe4a092ea0c2293afa8a1e01ee8169dbb80a5ba3cbf1e19255872",
+        310732,
+    ),
+    ("x86_64", 64 * 1024): (
+        "0f4a96b69b3c9dd379693d5ba4156b642b2c109607172c892ccd85108d83b3fc",
+        "e6714d1eb9cfe4a092ea0c2293afa8a1e01ee8169dbb80a5ba3cbf1e19255872",
+        310748,
+    ),
+    (None, archive.XZ_CHUNK_SIZE): (
+        "67b24fbdb184190939ce0c71e75ed3f96a7cfe103633e560d2a30fba986de972",
+        "f20ff42b4e7aac5c49b93d43b3e72321465dca36916b6a81eaf91200af98930c",
+        1204,
+    ),
+    ("x86_64", archive.XZ_CHUNK_SIZE): (
+        "ade1ab29c9a37069f3171283456395e55d843f8f58e0f4c9ee3e3ad43725095a",
+        "f20ff42b4e7aac5c49b93d43b3e72321465dca36916b6a81eaf91200af98930c",
+        1220,
+    ),
+}
+
+
+@pytest.mark.parametrize(("arch", "chunk_size"), list(GOLDEN), ids=[f"{a}-{c >> 10}KiB" for a, c in GOLDEN])
+def test_bytes_are_pinned(tmp_path: Path, arch: str | None, chunk_size: int) -> None:
+    """The archive bytes of a fixed tree never change without a reason (several xz
+    streams for the 64 KiB chunks, one for the default size)."""
+    tree = make_tree(tmp_path / "src", seed=21, umask=0o022)
+    if chunk_size < archive.XZ_CHUNK_SIZE:
+        (tree / "big.bin").write_bytes(random.Random(21).randbytes(300 * 1024))
+    result = write_archive(tree, tmp_path / "x.tar.xz", root_name="layer@1", mtime=MTIME, arch=arch,
+                           chunk_size=chunk_size, threads=2)
+    assert (result.sha256, result.tar_sha256, result.size) == GOLDEN[(arch, chunk_size)]
+
+
 def test_result_matches_file(tmp_path: Path) -> None:
     import hashlib
 

@@ -9,6 +9,11 @@ Determinism contract (``write_archive``): the archive bytes depend only on the f
 version.  They do not depend on the umask, file mtimes, owners, directory listing
 order, locale, time zone or the number of compression threads.
 
+The tar stream itself comes from :mod:`venvstacks_docker._tar`, the one deterministic
+tar writer (also behind the runtime archive and the builder images); this module adds
+the rules of layer archives (one top folder, relative symlinks only, none in zips), the
+zip format and the parallel xz compression.
+
 xz output is a sequence of independently compressed xz streams, one per fixed-size
 chunk of the tar stream.  Concatenated xz streams are a valid ``.xz`` file (xz file
 format spec 1.0.4, section 2): ``xz -d``, ``tar -xJf`` and ``tarfile.open()`` read them.
@@ -33,12 +38,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
+from venvstacks_docker import _tar
 from venvstacks_docker._xz import _check_cancel, _ChunkedXzWriter, _Stop
 from venvstacks_docker.errors import PublishError
 from venvstacks_docker.extract import safe_extract
 
 __all__ = [
-    "ARCHIVE_SUFFIXES", "ArchiveFormat", "ArchiveResult", "XZ_CHUNK_SIZE", "archive_suffix",
+    "ArchiveFormat", "ArchiveResult", "XZ_CHUNK_SIZE", "archive_suffix",
     "safe_extract", "write_archive", "xz_description", "xz_filters",
 ]
 
@@ -96,10 +102,6 @@ _DOS_EPOCH = 315532800  # 1980-01-01T00:00:00Z, the earliest ZIP timestamp
 _DOS_MAX = 4354819198  # 2107-12-31T23:59:58Z, the latest ZIP timestamp
 _USTAR_MAX_MTIME = 8**11 - 1  # larger values would need a pax header
 
-ARCHIVE_SUFFIXES = (".tar.xz", ".tar.gz", ".tgz", ".tar", ".zip")
-"""File name endings that ``safe_extract`` (and ``verify``) treat as layer archives."""
-
-
 @dataclass(frozen=True, kw_only=True)
 class ArchiveResult:
     """The written archive: final path, size in bytes and SHA-256 (hex, no prefix)."""
@@ -126,75 +128,32 @@ def archive_suffix(fmt: str) -> str:
 # ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Entry:
-    rel: str  # POSIX relative path below src_dir, "" for src_dir itself
-    path: str  # filesystem path
-    kind: Literal["dir", "file", "symlink"]
-    mode: int  # normalised permission bits
-    size: int = 0
-    linkname: str = ""
+def _walk(src_dir: Path, root_name: str, *, allow_symlinks: bool,
+          cancel: threading.Event | None) -> Iterator[_tar.Member]:
+    """The layer's members in tree order (see :mod:`venvstacks_docker._tar`), with the
+    rules of layer archives on top: symlinks must be relative, and zip archives (for
+    Windows targets) take none at all.  Checks ``cancel`` before each member."""
+    for member in _tar.walk(src_dir, top=root_name, order="tree", error=PublishError):
+        _check_cancel(cancel)
+        if member.kind == "symlink":
+            _check_symlink(member, allow_symlinks)
+        yield member
 
 
-def _walk(src_dir: Path, *, allow_symlinks: bool) -> Iterator[_Entry]:
-    """Yield the tree in sorted walk order, each directory before its contents."""
-    root = os.fspath(src_dir)
-    yield _Entry("", root, "dir", 0o755)
-    yield from _walk_dir(root, "", allow_symlinks=allow_symlinks)
-
-
-def _walk_dir(dir_path: str, rel_dir: str, *, allow_symlinks: bool) -> Iterator[_Entry]:
-    try:
-        with os.scandir(dir_path) as it:
-            names = sorted(entry.name for entry in it)
-    except OSError as exc:
-        raise PublishError(f"cannot list {dir_path}: {exc.strerror or exc}") from exc
-    for name in names:
-        path = os.path.join(dir_path, name)
-        rel = f"{rel_dir}/{name}" if rel_dir else name
-        try:
-            st = os.lstat(path)
-        except OSError as exc:
-            raise PublishError(f"cannot read {path}: {exc.strerror or exc}") from exc
-        if stat.S_ISDIR(st.st_mode):
-            yield _Entry(rel, path, "dir", 0o755)
-            yield from _walk_dir(path, rel, allow_symlinks=allow_symlinks)
-        elif stat.S_ISREG(st.st_mode):
-            mode = 0o755 if st.st_mode & stat.S_IXUSR else 0o644
-            yield _Entry(rel, path, "file", mode, size=st.st_size)
-        elif stat.S_ISLNK(st.st_mode):
-            if not allow_symlinks:
-                raise PublishError(
-                    f"cannot put symlink {path} into a zip archive",
-                    hint="zip archives are for Windows targets, where extractors do not "
-                    "restore symlinks; replace the link with a copy of its target",
-                )
-            target = os.readlink(path)
-            if os.path.isabs(target) or target.startswith(("/", "\\")):
-                raise PublishError(
-                    f"symlink {path} points to the absolute path {target}",
-                    hint="layer archives may only contain relative symlinks; "
-                    "make the link relative before publishing",
-                )
-            yield _Entry(rel, path, "symlink", 0o777, linkname=target)
-        else:
-            raise PublishError(
-                f"cannot archive {path}: it is a {_kind_name(st.st_mode)}, "
-                "not a file, folder or symlink",
-                hint="remove it from the layer before publishing",
-            )
-
-
-def _kind_name(mode: int) -> str:
-    if stat.S_ISFIFO(mode):
-        return "named pipe (FIFO)"
-    if stat.S_ISSOCK(mode):
-        return "socket"
-    if stat.S_ISCHR(mode):
-        return "character device"
-    if stat.S_ISBLK(mode):
-        return "block device"
-    return "special file"
+def _check_symlink(member: _tar.Member, allow_symlinks: bool) -> None:
+    if not allow_symlinks:
+        raise PublishError(
+            f"cannot put symlink {member.path} into a zip archive",
+            hint="zip archives are for Windows targets, where extractors do not "
+            "restore symlinks; replace the link with a copy of its target",
+        )
+    target = member.linkname
+    if os.path.isabs(target) or target.startswith(("/", "\\")):
+        raise PublishError(
+            f"symlink {member.path} points to the absolute path {target}",
+            hint="layer archives may only contain relative symlinks; "
+            "make the link relative before publishing",
+        )
 
 
 # ---------------------------------------------------------------------------------
@@ -340,41 +299,8 @@ def _write_tar_xz(
             progress=progress,
             filters=filters or xz_filters(),
         )
-        tar = tarfile.TarFile(
-            fileobj=sink,  # type: ignore[arg-type]
-            mode="w",
-            format=tarfile.PAX_FORMAT,
-            encoding="utf-8",
-            errors="surrogateescape",
-            copybufsize=_COPY_BUFSIZE,
-        )
-        for entry in _walk(src_dir, allow_symlinks=True):
-            _check_cancel(cancel)
-            info = tarfile.TarInfo(f"{root_name}/{entry.rel}" if entry.rel else root_name)
-            info.mtime = mtime
-            info.mode = entry.mode
-            info.uid = info.gid = 0
-            info.uname = info.gname = "root"
-            if entry.kind == "dir":
-                info.type = tarfile.DIRTYPE
-                tar.addfile(info)
-            elif entry.kind == "symlink":
-                info.type = tarfile.SYMTYPE
-                info.linkname = entry.linkname
-                tar.addfile(info)
-            else:
-                info.type = tarfile.REGTYPE
-                info.size = entry.size
-                with open(entry.path, "rb") as f:
-                    try:
-                        tar.addfile(info, f)
-                    except OSError as exc:
-                        if exc.errno is None:  # tarfile: "unexpected end of data"
-                            raise PublishError(
-                                f"{entry.path} changed size while it was being archived"
-                            ) from exc
-                        raise
-        tar.close()  # end-of-archive blocks and record padding; sink stays open
+        members = _walk(src_dir, root_name, allow_symlinks=True, cancel=cancel)
+        _tar.write_tar(sink, members, mtime=mtime, owner_name="root", error=PublishError)
         sink.finish()
         _check_cancel(cancel)
     except BaseException:
@@ -412,9 +338,8 @@ def _write_zip(
     # Expand-Archive) would silently turn a link entry into a small text file.
     done = 0
     with zipfile.ZipFile(out, "w", allowZip64=True) as zf:
-        for entry in _walk(src_dir, allow_symlinks=False):
-            _check_cancel(cancel)
-            name = f"{root_name}/{entry.rel}" if entry.rel else root_name
+        for entry in _walk(src_dir, root_name, allow_symlinks=False, cancel=cancel):
+            name = entry.name
             if entry.kind == "dir":
                 info = _zip_info(name + "/", mtime)
                 info.external_attr = ((stat.S_IFDIR | 0o755) << 16) | 0x10  # MS-DOS dir flag

@@ -170,10 +170,45 @@ def holds(lock: FolderLock) -> bool:
     return key in _HELD_HERE or key in held_by_parent()
 
 
+@contextlib.contextmanager
+def exclusive(lock_file: Path) -> Iterator[bool]:
+    """Hold an exclusive lock on ``lock_file`` for the ``with`` block; yield whether it
+    had to wait for another holder first.
+
+    For the tool's own shared state (a runtime build folder, a builder image being
+    built, a file being downloaded), where the second process simply waits, silently
+    and as long as it takes, and then re-checks whether the first one already did the
+    work.  An ``flock`` through :mod:`filelock`, like :func:`hold`'s locks: it vanishes
+    with its holder, SIGKILL included.  Not re-entrant: a second ``exclusive`` on the
+    same file waits even in the same process (so threads exclude each other too).
+    """
+    from filelock import FileLock, Timeout
+
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(lock_file)
+    try:
+        lock.acquire(timeout=0)
+        waited = False
+    except Timeout:
+        lock.acquire()
+        waited = True
+    try:
+        yield waited
+    finally:
+        lock.release()
+
+
+def cache_lock(name: str) -> contextlib.AbstractContextManager[bool]:
+    """:func:`exclusive` on ``<cache>/locks/<name>.lock``, the folder of the tool's own locks."""
+    from venvstacks_docker.runtimes import cache_root
+
+    return exclusive(cache_root() / "locks" / f"{name}.lock")
+
+
 def held_env(locks: Sequence[FolderLock]) -> dict[str, str]:
     """The environment telling an in-container command which locks its host holds."""
     return {HELD_ENV: json.dumps(sorted(str(lock.lock_file) for lock in locks))}
 
 
-__all__ = ["HELD_ENV", "RUN_ID", "STATE_DIR", "FolderLock", "folder_lock", "held_by_parent",
-           "held_env", "hold", "holds", "requirements_lock", "work_locks"]
+__all__ = ["HELD_ENV", "RUN_ID", "STATE_DIR", "FolderLock", "cache_lock", "exclusive", "folder_lock",
+           "held_by_parent", "held_env", "hold", "holds", "requirements_lock", "work_locks"]

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Iterable
 
 from packaging.markers import Marker
-from packaging.tags import Tag, cpython_tags, parse_tag
+from packaging.tags import Tag, cpython_tags
 from packaging.utils import parse_wheel_filename
 
 from venvstacks_docker.errors import SpecError
@@ -16,7 +16,11 @@ _ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "
 
 
 def current_platform() -> str:
-    """The venvstacks platform tag of the machine we run on."""
+    """The venvstacks platform tag of the machine we run on (``linux_x86_64``...).
+
+    The one host-platform detector: builder images (``host.images.host_target``) and
+    runtime builds (``runtime_build.host_triple``) derive theirs from it.
+    """
     machine = _ARCH.get(_platform.machine().lower(), _platform.machine().lower())
     if sys.platform.startswith("linux"):
         return f"linux_{machine}"
@@ -68,17 +72,6 @@ def marker_applies(marker: str | None, plat: str, py_full_version: str) -> bool:
     if not marker:
         return True
     return Marker(marker).evaluate(marker_environment(plat, py_full_version))
-
-
-def uv_python_platform(plat: str, linux_target: str, macosx_target: str) -> str:
-    """The value for uv's ``--python-platform`` option."""
-    arch = arch_of(plat)
-    osname = os_of(plat)
-    if osname == "linux":
-        return f"{arch}-manylinux_{linux_target.replace('.', '_')}"
-    if osname == "macosx":
-        return f"{arch}-apple-darwin"
-    return f"{arch}-pc-windows-msvc"
 
 
 def _linux_platform_tags(arch: str, glibc: str) -> list[str]:
@@ -142,6 +135,3 @@ def best_wheel(filenames: Iterable[str], tags: list[Tag]) -> str | None:
             best = (min(scores), name)
     return best[1] if best else None
 
-
-def parse_tags(tag: str) -> frozenset[Tag]:
-    return frozenset(parse_tag(tag))

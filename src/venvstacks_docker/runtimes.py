@@ -15,22 +15,24 @@ Whatever is found outside the cache is copied into it, so nothing is fetched twi
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
 import shutil
 import tempfile
-import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from packaging.version import Version
+
+from venvstacks_docker._download import DEFAULT_HINT, download
 from venvstacks_docker.errors import RuntimeArchiveError
 from venvstacks_docker.extract import extract_tree
 from venvstacks_docker.metadata import sha256_file
+from venvstacks_docker.spec_layers import IMPLEMENTATIONS
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +59,6 @@ _PBS_PLATFORMS: dict[str, tuple[str, str]] = {
     "win_arm64": ("windows", "aarch64"),
 }
 
-IMPLEMENTATIONS = ("cpython", "pypy")
 _VERSION = re.compile(r"^\d+\.\d+\.\d+$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -88,14 +89,15 @@ class RuntimeArchive:
 
 
 def cache_root() -> Path:
-    """``$VENVSTACKS_DOCKER_CACHE``, else ``$XDG_CACHE_HOME/venvstacks-docker``, else ``~/.cache/...``."""
+    """The tool's cache folder: ``$VENVSTACKS_DOCKER_CACHE``, else the platform's user
+    cache folder (:func:`platformdirs.user_cache_dir`: on Linux
+    ``$XDG_CACHE_HOME/venvstacks-docker``, else ``~/.cache/venvstacks-docker``)."""
     explicit = os.environ.get(CACHE_ENV)
     if explicit:
         return Path(explicit).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    if xdg:
-        return Path(xdg).expanduser() / "venvstacks-docker"
-    return Path.home() / ".cache" / "venvstacks-docker"
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("venvstacks-docker", appauthor=False))
 
 
 def runtimes_dir() -> Path:
@@ -270,32 +272,24 @@ class _Search:
         return RuntimeArchiveError("\n".join(lines), hint=hint)
 
 
-def _download(url: str, filename: str, sha256: str | None, what: str) -> Path:
-    """Download ``url`` into the cache, verifying ``sha256`` when known."""
+def _download(url: str, filename: str, sha256: str | None, what: str, *,
+              source: str | None = None, hint: str = DEFAULT_HINT) -> Path:
+    """Download ``url`` into the cache as ``<sha256>/<filename>``, checking ``sha256`` when
+    known (without it, the file is filed under the hash it turns out to have)."""
     root = runtimes_dir()
-    root.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".download-{filename}.", dir=root)
-    tmp = Path(tmp_name)
-    digest = hashlib.sha256()
-    try:
-        with os.fdopen(fd, "wb") as out:
-            request = urllib.request.Request(url, headers={"User-Agent": "venvstacks-docker"})
-            with urllib.request.urlopen(request, timeout=60) as response:
-                for chunk in iter(lambda: response.read(1 << 20), b""):
-                    digest.update(chunk)
-                    out.write(chunk)
-        actual = digest.hexdigest()
-        if sha256 and actual != sha256:
-            raise RuntimeArchiveError(
-                f"{what} {url} has sha256 {actual}, expected {sha256}",
-                hint="the download was corrupted or tampered with; retry, and report it if it persists",
-            )
-        target = root / actual / filename
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, target)
-        return target
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    def fetch(target: Path, expected: str | None) -> str:
+        return download(url, target, sha256=expected, error=RuntimeArchiveError, what=f"{what} {filename}",
+                        source=source, hint=hint, headers={"User-Agent": "venvstacks-docker"})
+
+    if sha256:
+        fetch(root / sha256 / filename, sha256)
+        return root / sha256 / filename
+    incoming = root / ".incoming" / filename
+    target = root / fetch(incoming, None) / filename
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(incoming, target)
+    return target
 
 
 def _from_source(entry: str, search: _Search) -> RuntimeArchive | None:
@@ -307,7 +301,7 @@ def _from_source(entry: str, search: _Search) -> RuntimeArchive | None:
             return None
         try:
             path = _download(entry, name, search.expected, "runtime archive")
-        except (urllib.error.URLError, OSError) as exc:
+        except OSError as exc:
             search.tried.append(f"{entry}: download failed ({exc})")
             return None
         except RuntimeArchiveError as exc:
@@ -347,7 +341,7 @@ def _from_upstream(request: RuntimeRequest, search: _Search) -> tuple[RuntimeArc
         return None, (
             f"python-build-standalone (per pbs-installer) has no build of {request.describe()}"
         )
-    if (version.major, version.minor, version.micro) != tuple(int(x) for x in request.version.split(".")):
+    if Version(f"{version.major}.{version.minor}.{version.micro}") != Version(request.version):
         return None, f"pbs-installer offers {version}, not {request.version}"
     filename = urllib.parse.unquote(url.rsplit("/", 1)[-1])
     if search.expected and checksum and checksum != search.expected:
@@ -355,18 +349,14 @@ def _from_upstream(request: RuntimeRequest, search: _Search) -> tuple[RuntimeArc
         return None, f"{url} has sha256 {checksum} (expected {search.expected})"
     wanted = search.expected or checksum
     log.info("downloading %s", url)
-    try:
-        path = _download(url, filename, wanted, "python-build-standalone archive")
-    except (urllib.error.URLError, OSError) as exc:
-        raise RuntimeArchiveError(
-            f"cannot download {request.describe()} from python-build-standalone on GitHub "
-            f"({url}): GitHub is unreachable ({getattr(exc, 'reason', exc)})",
-            hint=(
-                f"run `scripts/build-python-runtime --version {request.version}` to build the "
-                f"runtime locally, or set {SOURCES_ENV} to an install_only archive or a folder "
-                "(mirror) of them"
-            ),
-        ) from exc
+    path = _download(
+        url, filename, wanted, "the python-build-standalone archive", source="GitHub",
+        hint=(
+            f"run `scripts/build-python-runtime --version {request.version}` to build the "
+            f"runtime locally, or set {SOURCES_ENV} to an install_only archive or a folder "
+            "(mirror) of them"
+        ),
+    )
     if not search.pattern.match(filename):
         # pbs-installer also knows non-install_only artefacts (e.g. PyPy); accept them by URL
         sha = path.parent.name

@@ -28,6 +28,7 @@ PLATFORMS: tuple[str, ...] = (
     "macosx_arm64",
     "macosx_x86_64",
 )
+#: Python implementations a runtime layer may name (the one table: runtimes imports it).
 IMPLEMENTATIONS = ("cpython", "pypy")
 DEFAULT_LINUX_TARGET = "2.28"
 DEFAULT_MACOSX_TARGET = "13.0"

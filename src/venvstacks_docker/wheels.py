@@ -9,18 +9,12 @@ Downloads carry HTTP basic credentials for the hosts that have some
 (:mod:`venvstacks_docker.credentials`: userinfo in the wheel URL, credentials of the
 indexes in use, found where uv finds them, or a netrc ``machine`` entry), and only for
 those hosts: never to another host, not even across a redirect.  Error messages never
-show a secret.
+show a secret.  The downloading itself (partial files, resuming, hash checks, credential
+handling) is :mod:`venvstacks_docker._download`'s.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-import tempfile
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from venvstacks_docker import credentials as _credentials
+from venvstacks_docker._download import copy_verified, download
 from venvstacks_docker.credentials import Credential
 from venvstacks_docker.errors import BuildError
 from venvstacks_docker.metadata import sha256_file
@@ -66,7 +61,8 @@ def ensure_wheels(
     """Make sure every wheel is in ``wheel_dir`` with the pinned hash.
 
     Present and correct wheels are not fetched again; a present wheel with the wrong
-    hash is replaced.  Downloads go to a temporary name and are renamed once verified.
+    hash is replaced.  Downloads go to a partial file (resumed when a run was interrupted)
+    and are renamed once verified (:func:`venvstacks_docker._download.download`).
 
     :param credentials: index credentials to send (each only to its own host); default:
         :func:`~venvstacks_docker.credentials.collect_credentials` for the indexes of the
@@ -119,91 +115,20 @@ def _verified(path: Path, sha256: str) -> bool:
 
 
 def _fetch_one(ref: WheelRef, target: Path, credentials: Sequence[Credential] = ()) -> None:
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{ref.filename}.", suffix=".part", dir=target.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            if ref.path is not None:
-                if not ref.path.exists():
-                    raise BuildError(f"local wheel {ref.path} is missing",
-                                     hint="local wheels must stay where they were when the stack was locked")
-                with ref.path.open("rb") as src:
-                    shutil.copyfileobj(src, out)
-            elif ref.url:
-                _download(ref, out, credentials)
-            else:
-                raise BuildError(f"the lock gives no URL or path for {ref.filename}")
-        actual = sha256_file(tmp)
-        if actual != ref.sha256:
-            raise BuildError(
-                f"hash mismatch for {ref.filename}: the lock pins sha256 {ref.sha256}, got {actual}",
-                hint="the file changed on the index (or was tampered with); relock if that is expected",
-            )
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+    """Put the wheel at ``target``, checked against its pinned sha256 before it is renamed
+    into place (an interrupted download is resumed by the next run)."""
+    if ref.path is not None:
+        if not ref.path.exists():
+            raise BuildError(f"local wheel {ref.path} is missing",
+                             hint="local wheels must stay where they were when the stack was locked")
+        copy_verified(ref.path, target, sha256=ref.sha256, error=BuildError, what=ref.filename,
+                      mismatch_hint=_MISMATCH_HINT)
+    elif ref.url:
+        download(ref.url, target, sha256=ref.sha256, error=BuildError, what=ref.filename,
+                 hint="check the network or index settings; relock if the index changed",
+                 mismatch_hint=_MISMATCH_HINT, credentials=credentials)
+    else:
+        raise BuildError(f"the lock gives no URL or path for {ref.filename}")
 
 
-class _CredentialRedirectHandler(urllib.request.HTTPRedirectHandler):
-    """Follows redirects, sending credentials only to a target host that has its own.
-
-    The ``Authorization`` header is added as an *unredirected* header, which urllib
-    never copies to a redirected request; this handler adds the credential of the new
-    URL's host, if it has one, and drops userinfo a ``Location`` might carry.
-    """
-
-    def __init__(self, credentials: Sequence[Credential]) -> None:
-        super().__init__()
-        self.credentials = credentials
-
-    def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str,
-                         headers: Any, newurl: str) -> urllib.request.Request | None:
-        new = super().redirect_request(req, fp, code, msg, headers, _credentials.strip_userinfo(newurl))
-        if new is not None:
-            _authorize(new, _credentials.credential_for(new.full_url, self.credentials)[1])
-        return new
-
-
-def _authorize(request: urllib.request.Request, cred: Credential | None) -> None:
-    if cred is not None:
-        request.add_unredirected_header("Authorization", cred.header())
-
-
-def _download(ref: WheelRef, out: Any, credentials: Sequence[Credential]) -> None:
-    assert ref.url is not None
-    url, cred = _credentials.credential_for(ref.url, credentials)
-    request = urllib.request.Request(url)
-    _authorize(request, cred)
-    opener = urllib.request.build_opener(_CredentialRedirectHandler(credentials))
-    shown = _credentials.redact(ref.url)
-    try:
-        with opener.open(request, timeout=60) as resp:
-            shutil.copyfileobj(resp, out, 1 << 20)
-    except urllib.error.HTTPError as exc:
-        exc.close()
-        final = _credentials.strip_userinfo(exc.url or url)
-        if final != url:  # the error came from a redirect target: name it and its credential
-            cred = _credentials.credential_for(final, credentials)[1]
-        raise _http_error(ref.filename, final, exc.code, exc.reason, cred) from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise BuildError(f"cannot download {ref.filename} from {shown}: {_credentials.redact(str(exc))}",
-                         hint="check the network or index settings") from None
-
-
-def _http_error(filename: str, url: str, code: int, reason: object, cred: Credential | None) -> BuildError:
-    """A clear error for an HTTP error status (``url``: without userinfo)."""
-    parts = urllib.parse.urlsplit(url)
-    where = parts.netloc
-    message = _credentials.redact(f"cannot download {filename} from {url}: HTTP {code} {reason}")
-    if code not in (401, 403):
-        return BuildError(message, hint="check the network or index settings; relock if the index changed")
-    if cred is None:
-        return BuildError(
-            f"{message}: {where} wants credentials and none were found for it",
-            hint=f"give credentials for {where} where uv finds them: "
-            + _credentials.where_to_put_credentials(parts.hostname),
-        )
-    return BuildError(f"{message}: {where} rejected the credentials from {cred.source}",
-                      hint=f"check the username and password for {where} (or their access to this file)")
+_MISMATCH_HINT = "the file changed on the index (or was tampered with); relock if that is expected"

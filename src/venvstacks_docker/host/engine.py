@@ -24,8 +24,6 @@ MIN_API_VERSION: Final = "1.41"
 #: docker-py for create/attach/build.
 MIN_PODMAN_VERSION: Final = (3, 0)
 
-_DOCS: Final = "docs/explanation/host-and-container.md"
-
 
 @dataclass(frozen=True, kw_only=True)
 class EngineInfo:

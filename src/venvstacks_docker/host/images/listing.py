@@ -1,0 +1,60 @@
+"""Listing and pruning the images the tool made (found by their ``venvstacks-docker.role`` label)."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from venvstacks_docker.host.images.common import LABEL_INPUTS, LABEL_ROLE, LABEL_VERSION
+
+if TYPE_CHECKING:
+    import docker
+
+
+def list_tool_images(client: docker.DockerClient) -> list[dict[str, Any]]:
+    """Builder and base images this tool made (by their ``venvstacks-docker.role`` label)."""
+    rows = []
+    for image in client.images.list(filters={"label": LABEL_ROLE}):
+        labels = image.labels or {}
+        try:
+            inputs = json.loads(labels.get(LABEL_INPUTS, "{}"))
+        except json.JSONDecodeError:
+            inputs = {}
+        rows.append(
+            {
+                "role": labels.get(LABEL_ROLE, ""),
+                "tags": sorted(image.tags),
+                "id": image.id,
+                "created": image.attrs.get("Created", ""),
+                "size": int(image.attrs.get("Size", 0)),
+                "version": labels.get(LABEL_VERSION, ""),
+                "inputs": inputs,
+            }
+        )
+    rows.sort(key=lambda r: (r["role"], r["tags"], r["id"]))
+    return rows
+
+
+def prune_builder_images(client: docker.DockerClient, *, keep: int = 1) -> list[str]:
+    """Remove old builder images, keeping the ``keep`` newest per target.
+
+    Base images are never touched.  An image a container still uses is left alone.
+    Returns the tags removed.
+    """
+    import docker
+
+    by_target: dict[str, list[dict[str, Any]]] = {}
+    for row in list_tool_images(client):
+        if row["role"] == "builder":
+            by_target.setdefault(str(row["inputs"].get("target", "")), []).append(row)
+    removed: list[str] = []
+    for rows in by_target.values():
+        rows.sort(key=lambda r: str(r["created"]), reverse=True)
+        for row in rows[max(keep, 0):]:
+            for tag in row["tags"]:
+                try:
+                    client.images.remove(tag)
+                    removed.append(tag)
+                except docker.errors.APIError:
+                    pass  # in use by a container: keep it
+    return sorted(removed)

@@ -1,0 +1,111 @@
+"""``build_runtime``: from a pinned source to a cached install_only archive, once per input set."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from venvstacks_docker.errors import RuntimeArchiveError
+from venvstacks_docker.locking import exclusive
+from venvstacks_docker.runtime_build.compile import compile_source, fetch_source
+from venvstacks_docker.runtime_build.package import copy_out, find_cached_build, store_archive
+from venvstacks_docker.runtime_build.recipe import (
+    BUILD_TAG,
+    DISABLED_MODULES,
+    SourcePin,
+    archive_filename,
+    build_inputs,
+    build_root,
+    check_version,
+    ensure_build_dependencies,
+    host_triple,
+    inputs_digest,
+)
+from venvstacks_docker.runtime_build.relocate import (
+    carry_libraries,
+    glibc_floor,
+    leftover_build_paths,
+    normalise_tree,
+    remove_bytecode,
+    smoke_test,
+)
+from venvstacks_docker.runtimes import cache_root
+
+log = logging.getLogger(__name__)
+
+
+def build_runtime(
+    version: str = "3.11.2",
+    *,
+    cache: Path | None = None,
+    jobs: int | None = None,
+    force: bool = False,
+    output_dir: Path | None = None,
+) -> Path:
+    """Build (or reuse from the cache) the install_only archive for CPython ``version``.
+
+    Returns the archive path inside ``<cache>/runtimes/<sha256>/``.  With ``output_dir`` a
+    copy of the archive and its sidecar is also placed there.
+    """
+    pin = check_version(version)
+    if sys.platform != "linux":
+        raise RuntimeArchiveError("building a runtime from source is only supported on Linux")
+    cache = Path(cache) if cache is not None else cache_root()
+    if not force:
+        cached = find_cached_build(version, inputs_digest(build_inputs(version)), cache)
+        if cached is not None:
+            log.info("reusing cached runtime %s", cached)
+            return copy_out(cached, output_dir)
+    ensure_build_dependencies()
+    inputs = build_inputs(version)  # again: apt-get may just have installed packages
+    digest = inputs_digest(inputs)
+
+    # The build directory is fixed (for determinism), so the lock lives next to it: two
+    # builds of one version never run at once, whichever cache they write to.
+    with exclusive(build_root() / f"cpython-{version}.lock"):
+        # someone else may have finished the same build while we waited for the lock
+        cached = None if force else find_cached_build(version, digest, cache)
+        if cached is not None:
+            log.info("reusing cached runtime %s", cached)
+            return copy_out(cached, output_dir)
+        result = _build(pin, cache, jobs or os.cpu_count() or 1, inputs, digest)
+    return copy_out(result, output_dir)
+
+
+def _build(pin: SourcePin, cache: Path, jobs: int, inputs: dict[str, object], digest: str) -> Path:
+    """Compile, relocate, check and pack one runtime into the cache (the build lock held)."""
+    t0 = time.monotonic()
+    pyver = ".".join(pin.version.split(".")[:2])
+    tarball = fetch_source(pin, cache)
+    work = build_root() / f"cpython-{pin.version}"
+    tree = compile_source(pin, tarball, work, jobs)
+    carried = carry_libraries(tree)
+    normalise_tree(tree, pyver, work / "src")
+    leftovers = leftover_build_paths(tree, work)
+    if leftovers:
+        log.warning("build path still present in: %s", ", ".join(leftovers[:10]))
+    openssl = smoke_test(tree, pyver)
+    remove_bytecode(tree)  # belt and braces: nothing compiled may reach the archive
+    floor = glibc_floor(tree)
+    meta: dict[str, object] = {
+        "implementation": "cpython",
+        "python_version": pin.version,
+        "build_tag": BUILD_TAG,
+        "target_triple": host_triple(),
+        "glibc_floor": floor,
+        "crt_features": [f"glibc-max-symbol-version:{floor}"],
+        "openssl_version": openssl,
+        "carried_libraries": carried,
+        "disabled_modules": list(DISABLED_MODULES),
+        "build_inputs": inputs,
+        "build_inputs_digest": digest,
+    }
+    filename = archive_filename(pin.version, host_triple())
+    result = store_archive(tree, cache, filename, mtime=pin.source_date_epoch, meta=meta, started=t0)
+    shutil.rmtree(work, ignore_errors=True)
+    log.info("built %s in %.0f s", result, time.monotonic() - t0)
+    return result

@@ -1,0 +1,248 @@
+"""What a runtime build is made of: pinned sources, the recipe, and the inputs it hashes.
+
+Everything that can change the archive bytes is either a constant here or recorded by
+:func:`build_inputs`, whose digest is the cache key of a build.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from venvstacks_docker._run import run
+from venvstacks_docker.errors import RuntimeArchiveError, VenvstacksDockerError
+from venvstacks_docker.platforms import current_platform
+from venvstacks_docker.runtimes import PLATFORM_TRIPLES
+
+log = logging.getLogger(__name__)
+
+#: Bump whenever the recipe changes in a way that changes the archive bytes.
+RECIPE_REVISION = 2
+BUILD_TAG = f"vsd{RECIPE_REVISION}"
+
+#: Prefix the interpreter is configured with (it is relocatable, so this only shows up
+#: in sysconfig data, just like python-build-standalone's ``/install``).
+INSTALL_PREFIX = "/install"
+#: What the real build directory is rewritten to in compiled code and sysconfig data.
+MAPPED_BUILD_DIR = "/build"
+#: The platforms a runtime can be built on (and for: builds are never cross builds).
+BUILD_PLATFORMS = ("linux_x86_64", "linux_aarch64")
+
+
+@dataclass(frozen=True)
+class SourcePin:
+    version: str
+    url: str
+    sha256: str
+    size: int
+    #: Timestamp used for SOURCE_DATE_EPOCH and every archive member (upstream release day).
+    source_date_epoch: int
+
+
+PINS: dict[str, SourcePin] = {
+    "3.11.2": SourcePin(
+        version="3.11.2",
+        url="http://deb.debian.org/debian/pool/main/p/python3.11/python3.11_3.11.2.orig.tar.gz",
+        sha256="2411c74bda5bbcfcddaf4531f66d1adc73f247f529aee981b029513aefdbf849",
+        size=26437858,
+        source_date_epoch=1675814400,  # 2023-02-08
+    ),
+    "3.13.5": SourcePin(
+        version="3.13.5",
+        url="http://deb.debian.org/debian/pool/main/p/python3.13/python3.13_3.13.5.orig.tar.xz",
+        sha256="93e583f243454e6e9e4588ca2c2662206ad961659863277afcdb96801647d640",
+        size=22856016,
+        source_date_epoch=1749513600,  # 2025-06-10
+    ),
+}
+
+#: Debian packages needed to build (checked with dpkg-query, installed with apt-get as root).
+BUILD_DEPENDENCIES: tuple[str, ...] = (
+    "build-essential",
+    "pkg-config",
+    "binutils",
+    "patchelf",
+    "libssl-dev",
+    "libsqlite3-dev",
+    "libreadline-dev",
+    "libncurses-dev",
+    "libgdbm-dev",
+    "libgdbm-compat-dev",
+    "libffi-dev",
+    "liblzma-dev",
+    "libbz2-dev",
+    "zlib1g-dev",
+    "uuid-dev",
+    "libcrypt-dev",
+)
+
+#: Shared libraries that are part of glibc itself: never carried, always taken from the target.
+GLIBC_SONAME = re.compile(
+    r"^(libc|libm|libdl|libpthread|librt|libutil|libresolv|libanl|libmvec|ld-linux[-\w.]*"
+    r"|libBrokenLocale|libnss_\w+|libthread_db)\.so(\.\d+)*$"
+)
+
+#: Extension modules we deliberately do not build (they would drag in X11 / Kerberos).
+DISABLED_MODULES = ("_tkinter", "nis")
+
+#: Standard library test packages dropped from the archive (as python-build-standalone does).
+STDLIB_TEST_DIRS = (
+    "test",
+    "idlelib/idle_test",
+    "tkinter/test",
+    "lib2to3/tests",
+    "ctypes/test",
+    "distutils/tests",
+    "unittest/test",
+    "sqlite3/test",
+)
+TEST_EXTENSION = re.compile(r"^(_test\w*|_ctypes_test|_xxtestfuzz|xxlimited\w*|xxsubtype|_xxsubinterpreters)\.")
+
+RELOCATABLE_SHEBANG = (
+    "#!/bin/sh\n"
+    "'''exec' \"$(dirname -- \"$(realpath -- \"$0\")\")/{exe}\" \"$0\" \"$@\"\n"
+    "' '''\n"
+)
+
+
+# --------------------------------------------------------------------------- names and paths
+
+
+def host_triple() -> str:
+    """The target triple of this machine (:func:`~venvstacks_docker.platforms.current_platform`),
+    which is what a build here makes."""
+    plat = current_platform()
+    if plat not in BUILD_PLATFORMS:
+        raise RuntimeArchiveError(
+            f"cannot build a runtime on {plat}",
+            hint="building runtimes is supported on x86_64 and aarch64 Linux",
+        )
+    return PLATFORM_TRIPLES[plat]
+
+
+def archive_filename(version: str, triple: str | None = None) -> str:
+    return f"cpython-{version}+{BUILD_TAG}-{triple or host_triple()}-install_only.tar.gz"
+
+
+def build_root() -> Path:
+    """Fixed per-user build location (its path never reaches the archive)."""
+    return Path("/var/tmp/venvstacks-docker-build") / str(os.getuid())
+
+
+def check_version(version: str) -> SourcePin:
+    """The pin for ``version``, if this recipe can build it here."""
+    if version not in PINS:
+        raise RuntimeArchiveError(
+            f"no pinned source for CPython {version}",
+            hint="supported versions: " + ", ".join(sorted(PINS)),
+        )
+    return PINS[version]
+
+
+# --------------------------------------------------------------------------- host packages
+
+
+def _dpkg_versions(packages: Sequence[str]) -> dict[str, str | None]:
+    """Installed version of each Debian package (None when not installed)."""
+    if shutil.which("dpkg-query") is None:
+        return {}
+    result: dict[str, str | None] = {}
+    for name in packages:
+        try:
+            out = run(
+                ["dpkg-query", "-W", "-f=${Status}\t${Version}", name],
+                capture=True,
+                what=f"dpkg-query {name}",
+            )
+        except VenvstacksDockerError:
+            result[name] = None
+            continue
+        status, _, version = out.partition("\t")
+        result[name] = version if status.endswith(" installed") else None
+    return result
+
+
+def ensure_build_dependencies() -> dict[str, str]:
+    """Make sure the Debian build dependencies are there; install them as root if not."""
+    if shutil.which("dpkg-query") is None:
+        log.warning("not a Debian-like host: cannot check build dependencies %s", BUILD_DEPENDENCIES)
+        return {}
+    versions = _dpkg_versions(BUILD_DEPENDENCIES)
+    missing = [name for name, version in versions.items() if version is None]
+    if missing:
+        _apt_install(missing)
+        versions = _dpkg_versions(BUILD_DEPENDENCIES)
+        still = [name for name, version in versions.items() if version is None]
+        if still:
+            raise RuntimeArchiveError("apt-get did not install: " + " ".join(still))
+    return {name: version for name, version in versions.items() if version}
+
+
+def _apt_install(missing: list[str]) -> None:
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise RuntimeArchiveError(
+            "missing Debian packages needed to build CPython: " + " ".join(missing),
+            hint="run as root: apt-get install -y " + " ".join(missing),
+        )
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    log.info("installing build dependencies: %s", " ".join(missing))
+    install = ["apt-get", "install", "-y", "--no-install-recommends", *missing]
+    try:
+        run(install, env=env, what="apt-get install")
+    except VenvstacksDockerError:
+        run(["apt-get", "update"], env=env, what="apt-get update", error=RuntimeArchiveError)
+        run(install, env=env, what="apt-get install", error=RuntimeArchiveError)
+
+
+def _compiler_identity() -> str:
+    return run(["gcc", "--version"], capture=True, what="gcc --version").splitlines()[0].strip()
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def build_inputs(version: str) -> dict[str, object]:
+    """Everything that determines the archive bytes (its digest is the cache key)."""
+    pin = PINS[version]
+    return {
+        "implementation": "cpython",
+        "version": version,
+        "source_url": pin.url,
+        "source_sha256": pin.sha256,
+        "source_date_epoch": pin.source_date_epoch,
+        "recipe_revision": RECIPE_REVISION,
+        "target_triple": host_triple(),
+        "configure_args": configure_args(version),
+        "cflags": cflags(),
+        "disabled_modules": list(DISABLED_MODULES),
+        "compiler": _compiler_identity(),
+        "host_packages": _dpkg_versions(BUILD_DEPENDENCIES),
+    }
+
+
+def inputs_digest(inputs: dict[str, object]) -> str:
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+
+
+def configure_args(version: str) -> list[str]:
+    args = [
+        f"--prefix={INSTALL_PREFIX}",
+        "--with-ensurepip=install",
+        "--without-static-libpython",
+        "--with-system-ffi",
+        "--with-dbmliborder=gdbm:ndbm",
+    ]
+    args += [f"py_cv_module_{name}=n/a" for name in DISABLED_MODULES]
+    return args
+
+
+def cflags() -> str:
+    """The prefix maps, with ``@SRC@`` standing for the source folder."""
+    return f"-ffile-prefix-map=@SRC@={MAPPED_BUILD_DIR} -fdebug-prefix-map=@SRC@={MAPPED_BUILD_DIR}"
