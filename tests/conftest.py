@@ -13,6 +13,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _helpers import Published, cli, copy_sample  # noqa: E402
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Everything under tests/docker needs the engine: mark it so ``-m "not docker"`` works."""
+    docker_dir = Path(__file__).parent / "docker"
+    for item in items:
+        if docker_dir in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.docker)
+
+
 @pytest.fixture(scope="session")
 def runtime_archive() -> Path:
     """The real CPython 3.11.2 install_only archive (built once, then cached by hash)."""

@@ -23,6 +23,8 @@ from venvstacks_docker import spec as _spec
 from venvstacks_docker.errors import BuildError, LockError
 from venvstacks_docker.wheels import WheelRef, ensure_wheels
 
+pytestmark = pytest.mark.network  # the served wheels come from PyPI (cached after the first run)
+
 TABULATE = "tabulate-0.9.0-py3-none-any.whl"
 
 

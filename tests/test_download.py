@@ -104,9 +104,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if owner.cut_after is not None:
             body, owner.cut_after = body[: owner.cut_after], None
+        # recorded before sending: the client may return (and the test look) before
+        # this thread gets to run again
+        owner.served.append(Served(wanted, status, len(body)))
         self.wfile.write(body)
         self.wfile.flush()
-        owner.served.append(Served(wanted, status, len(body)))
 
 
 @pytest.fixture

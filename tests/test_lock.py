@@ -12,7 +12,7 @@ from _helpers import SAMPLE, cli
 from venvstacks_docker import lock as _lock
 from venvstacks_docker import spec as _spec
 
-pytestmark = pytest.mark.runtime
+pytestmark = [pytest.mark.runtime, pytest.mark.network]
 
 STACK = """
 [[runtimes]]

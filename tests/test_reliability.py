@@ -138,7 +138,7 @@ def test_sigkill_during_the_commit_is_rolled_forward_by_the_next_reader(
     flag = tmp_path / "paused"
     proc = start_paused(published_sample, old_out, "publish-commit", flag)
     proc.kill()
-    proc.wait(timeout=60)
+    proc.communicate(timeout=60)
     flag.unlink()
     assert "journal.json" in leftovers(old_out)
     on_disk = state(old_out)
@@ -182,7 +182,8 @@ def test_two_publishes_at_once_never_interleave(
     time.sleep(3)
     assert second.poll() is None
     flag.unlink()
-    assert first.wait(timeout=120) == 0
+    first.communicate(timeout=120)
+    assert first.returncode == 0
     _, stderr = second.communicate(timeout=120)
     assert second.returncode == 0, stderr
     assert "waiting for pid" in stderr and "which is using the build folder" in " ".join(stderr.split())

@@ -224,9 +224,12 @@ def test_cached_archive_is_reused_without_rebuilding(archive: Path) -> None:
 def test_build_cli_reports_the_cached_archive_as_json(
     archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from venvstacks_docker.cli import run
+
     out_dir = tmp_path / "out"
-    assert runtime_build.main(["--version", RUNTIME_VERSION, "--json", "--output-dir", str(out_dir)]) == 0
+    assert run(["runtime", "build", "--python-version", RUNTIME_VERSION, "--json", "--output-dir", str(out_dir)]) == 0
     meta = json.loads(capsys.readouterr().out)
+    assert (meta["schema"], meta["schema_version"]) == ("venvstacks-docker/runtime", 1)
     assert meta["path"] == str(archive)
     assert meta["sha256"] == archive.parent.name
     assert (out_dir / archive.name).read_bytes() == archive.read_bytes()

@@ -349,13 +349,12 @@ def test_source_is_downloaded_once(tmp_path: Path) -> None:
 
 
 def test_build_cli_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
-    from venvstacks_docker.runtime_build import main
+    from venvstacks_docker.cli import run
 
-    for argv in (["--version", "2.7.18"], ["--jobs", "0"]):
-        with pytest.raises(SystemExit) as excinfo:
-            main(argv)
-        assert excinfo.value.code == 2
-    assert "--jobs must be at least 1" in capsys.readouterr().err
+    assert run(["runtime", "build", "--python-version", "2.7.18"]) == 8
+    assert "no pinned source for CPython 2.7.18" in capsys.readouterr().err
+    assert run(["runtime", "build", "--jobs", "0"]) == 2
+    assert "Invalid value for '--jobs'" in capsys.readouterr().err
 
 
 def test_deterministic_archive_writer(tmp_path: Path) -> None:

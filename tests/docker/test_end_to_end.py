@@ -36,7 +36,7 @@ def test_container_publish_is_bit_identical_to_native(
     published_sample: Published, base_image, tmp_path: Path  # type: ignore[no-untyped-def]
 ) -> None:
     spec = copy_sample(tmp_path / "in container")
-    result = cli("build", "--publish", spec)
+    result = cli("-v", "build", "--publish", spec)
     assert "in the container (network off)" in result.stderr
     out = spec.parent / "_artifacts"
     assert digests(out) == digests(published_sample.output_dir)
@@ -69,7 +69,7 @@ def test_killed_container_leaves_the_output_folder_as_it_was(
     while time.monotonic() < deadline and not list(out.glob(".venvstacks-docker/staging-*/*")):
         time.sleep(0.1)
     for container in docker_client.containers.list(filters={"label": f"{LABEL_ROLE}=builder"}):
-        if str(out) in " ".join(container.attrs["Config"]["Cmd"]):
+        if any(m["Destination"] == str(out) for m in container.attrs.get("Mounts", [])):
             container.kill()
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 6, stderr
@@ -80,5 +80,5 @@ def test_killed_container_leaves_the_output_folder_as_it_was(
     assert list(out.glob(".venvstacks-docker/staging-*")) == []
     assert cli("verify", out).returncode == 0
     leftover = [c.name for c in docker_client.containers.list(all=True, filters={"label": f"{LABEL_ROLE}=builder"})
-                if str(out) in " ".join(c.attrs["Config"]["Cmd"])]
+                if any(m["Destination"] == str(out) for m in c.attrs.get("Mounts", []))]
     assert leftover == []

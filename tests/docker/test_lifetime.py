@@ -77,7 +77,7 @@ def test_sigkilled_host_its_container_stops_and_the_next_run_removes_it(  # type
         assert _status(docker_client, no_dangling_containers) == "running"
     finally:
         os.kill(host.pid, signal.SIGKILL)
-        host.wait()
+        host.communicate()  # reaps it and closes its pipe
     (container,) = containers_labelled(docker_client, no_dangling_containers)
     took = _wait_for(lambda: _status(docker_client, no_dangling_containers) != "running", 15, "container stopped")
     print(f"stopped {took:.1f} s after the host was SIGKILLed")

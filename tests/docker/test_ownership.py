@@ -227,7 +227,7 @@ def test_a_later_run_repairs_what_a_sigkilled_run_never_gave_back(sandbox_env, t
         assert set(_owners(work).values()) == {SANDBOX}
     finally:
         holder.kill()
-        holder.wait()
+        holder.communicate()  # reaps it and closes its pipe
     # ... and once nobody holds it, the next run gives everything back
     with sandbox_ownership([work]):
         assert set(_owners(work).values()) == {SANDBOX}

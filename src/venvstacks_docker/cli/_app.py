@@ -78,13 +78,17 @@ def _register_subapps(args: list[str]) -> None:
     """
     words = [a for a in args if not a.startswith("-")]
     wanted = {"runtime", "image"} if not words else {words[0]}
-    if not wanted & {"runtime", "image"} and not any(a in ("-h", "--help") for a in args):
+    if _registered or (not wanted & {"runtime", "image"} and not any(a in ("-h", "--help") for a in args)):
         return
-    from venvstacks_docker.cli.runtime import runtime_app
     from venvstacks_docker.cli.image import image_app
+    from venvstacks_docker.cli.runtime import runtime_app
 
     app.add_typer(runtime_app, name="runtime")
     app.add_typer(image_app, name="image", help="Builder images: render, build, bootstrap a base, list, prune.")
+    _registered.append(True)
+
+
+_registered: list[bool] = []
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:

@@ -16,6 +16,7 @@ import typer
 from venvstacks_docker import ui
 from venvstacks_docker.cli._common import emit_json
 from venvstacks_docker.host import images
+from venvstacks_docker.host.engine import session
 
 image_app = typer.Typer(
     name="image",
@@ -82,7 +83,11 @@ def render_command(
         client = connect()
     except ContainerError:
         client = None
-    data = images.render_for_target(chosen, base_image=base_image, client=client)
+    try:
+        data = images.render_for_target(chosen, base_image=base_image, client=client)
+    finally:
+        if client is not None:
+            client.close()
     if output is None:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
@@ -111,8 +116,9 @@ def build_command(
 ) -> None:
     chosen = _default_target(target)
     reporter = ui.current()
-    with reporter.phase(f"builder image for {chosen}"):
-        built = images.ensure_builder_image(chosen, base_image=base_image, force=force, on_progress=reporter.detail)
+    with reporter.phase(f"builder image for {chosen}"), session() as client:
+        built = images.ensure_builder_image(chosen, base_image=base_image, force=force, on_progress=reporter.detail,
+                                            client=client)
     if as_json:
         _print_json("build", {"tag": built.tag, "image_id": built.image_id, "inputs": built.inputs})
     else:
@@ -141,9 +147,9 @@ def bootstrap_base_command(
 ) -> None:
     chosen = _default_target(target)
     reporter = ui.current()
-    with reporter.phase(f"Debian {suite} base image"):
+    with reporter.phase(f"Debian {suite} base image"), session() as client:
         base = images.bootstrap_base(suite=suite, mirror=mirror, target=chosen, force=force,
-                                     on_progress=reporter.detail)
+                                     on_progress=reporter.detail, client=client)
     if as_json:
         _print_json(
             "bootstrap-base",
@@ -164,9 +170,8 @@ def bootstrap_base_command(
     help="List the builder and base images made by venvstacks-docker (by their labels).",
 )
 def list_command(as_json: JsonOption = False) -> None:
-    from venvstacks_docker.host.engine import connect
-
-    rows = images.list_tool_images(connect())
+    with session() as client:
+        rows = images.list_tool_images(client)
     if as_json:
         _print_json("list", {"images": rows})
         return
@@ -204,9 +209,8 @@ def prune_command(
     keep: Annotated[int, typer.Option("--keep", help="How many builder images to keep per target.", min=0)] = 1,
     as_json: JsonOption = False,
 ) -> None:
-    from venvstacks_docker.host.engine import connect
-
-    removed = images.prune_builder_images(connect(), keep=keep)
+    with session() as client:
+        removed = images.prune_builder_images(client, keep=keep)
     if as_json:
         _print_json("prune", {"removed": removed})
     else:

@@ -183,6 +183,14 @@ def _sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _close_attach(attach: Any) -> None:
+    """Close an attach socket for good: docker-py hands out a SocketIO wrapper on a
+    unix socket, and closing the wrapper alone leaves the socket open."""
+    for closable in (attach, getattr(attach, "_sock", attach)):
+        with suppress(Exception):
+            closable.close()
+
+
 class BuilderContainer:
     """A context manager around one container that runs one command.
 
@@ -399,11 +407,9 @@ class BuilderContainer:
         stdin, self._stdin = self._stdin, None
         if stdin is None:
             return
-        raw = getattr(stdin, "_sock", stdin)  # SocketIO on a unix socket, else the socket
         with suppress(Exception):  # best effort: the container is gone or going anyway
-            raw.shutdown(socket.SHUT_RDWR)
-        with suppress(Exception):
-            stdin.close()
+            getattr(stdin, "_sock", stdin).shutdown(socket.SHUT_RDWR)
+        _close_attach(stdin)
 
     # -- running --------------------------------------------------------------------
 
@@ -424,21 +430,25 @@ class BuilderContainer:
         if self.container is None:
             raise RuntimeError("BuilderContainer.run() needs `with BuilderContainer(...)`")
         container = self.container
+        output = None
         try:
             # Attach before starting, so no output can be missed; and hold the
             # container's stdin open until we are done with it (never writing to it):
             # when this process dies, the engine closes it and the container stops.
-            frames = self.client.api.attach(
-                container.id, stdout=True, stderr=True, stream=True, logs=True, demux=True
-            )
+            output = self.client.api.attach_socket(
+                container.id, params={"stdout": 1, "stderr": 1, "stream": 1, "logs": 1})
             self._stdin = self.client.api.attach_socket(container.id, params={"stdin": 1, "stream": 1})
             container.start()
-            self._pump(frames)
+            self._pump(docker.utils.socket.demux_adaptor(*frame)
+                       for frame in docker.utils.socket.frames_iter(output, tty=False))
             result = container.wait()
         except docker.errors.APIError as exc:
             raise ContainerError(
                 f"the builder container {self.name} failed to run: {exc.explanation or exc}"
             ) from None
+        finally:
+            if output is not None:
+                _close_attach(output)
         code = int(result.get("StatusCode", -1))
         container.reload()
         state = container.attrs.get("State", {})

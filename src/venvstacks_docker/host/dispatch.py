@@ -24,13 +24,14 @@ import sys
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from venvstacks_docker import _testhooks, ui
 from venvstacks_docker import credentials as _credentials
 from venvstacks_docker.errors import Interrupted, VenvstacksDockerError
 from venvstacks_docker.execute import Outcome
 from venvstacks_docker.host.container import Mount, StreamName
+from venvstacks_docker.host.engine import session
 from venvstacks_docker.host.images import ensure_builder_image, host_target
 from venvstacks_docker.host.orchestrator import ContainerStepFailed, run_in_builder, same_path_mounts
 from venvstacks_docker.locking import RUN_ID, STATE_DIR, FolderLock, held_env, hold, work_locks
@@ -229,12 +230,16 @@ def run_plan_in_container(plan: Plan, spec: StackSpec, *, base_image: str | None
 
 
 def _run_locked(plan: Plan, spec: StackSpec, *, base_image: str | None, locks: list[FolderLock]) -> Outcome:
-    from venvstacks_docker.host.engine import connect
+    with session() as client:
+        return _run_with_client(plan, spec, base_image=base_image, locks=locks, client=client)
+
+
+def _run_with_client(plan: Plan, spec: StackSpec, *, base_image: str | None, locks: list[FolderLock],
+                     client: Any) -> Outcome:
     from venvstacks_docker.runtimes import cache_root
 
     reporter = ui.current()
     target = host_target()
-    client = connect()
     with reporter.phase(f"preparing the builder image for {target}"):
         image = ensure_builder_image(target, base_image=base_image, spec_base_image=spec.base_image,
                                      client=client, on_progress=reporter.detail)

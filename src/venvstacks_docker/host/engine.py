@@ -7,7 +7,9 @@ user can act on.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -116,6 +118,10 @@ def connect(*, timeout: int = 120) -> docker.DockerClient:
         the engine is too old.
     """
     docker = _import_docker()
+    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    if host.startswith("unix://") and not os.path.exists(host.removeprefix("unix://")):
+        # say so at once (docker-py would also leave its half-open socket behind)
+        raise _explain_connect_failure(FileNotFoundError(f"no socket at {host}"))
     try:
         client = docker.from_env(timeout=timeout)
     except docker.errors.DockerException as exc:
@@ -130,6 +136,19 @@ def connect(*, timeout: int = 120) -> docker.DockerClient:
         raise _explain_connect_failure(exc) from None
     check_engine(client)
     return client
+
+
+@contextlib.contextmanager
+def session(client: docker.DockerClient | None = None) -> Iterator[docker.DockerClient]:
+    """``client``, or a fresh one from :func:`connect` that is closed afterwards."""
+    if client is not None:
+        yield client
+        return
+    own = connect()
+    try:
+        yield own
+    finally:
+        own.close()
 
 
 def engine_info(client: docker.DockerClient) -> EngineInfo:
@@ -184,4 +203,4 @@ def check_engine(client: docker.DockerClient) -> EngineInfo:
     return info
 
 
-__all__ = ["MIN_API_VERSION", "EngineInfo", "check_engine", "connect", "engine_info"]
+__all__ = ["MIN_API_VERSION", "EngineInfo", "check_engine", "connect", "engine_info", "session"]

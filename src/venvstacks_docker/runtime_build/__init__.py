@@ -15,14 +15,14 @@ content-addressed cache ``<cache>/runtimes/<sha256>/<archive>`` next to a JSON s
 The steps, one module each: :mod:`.recipe` (pins, recipe constants, the inputs a build
 hashes), :mod:`.compile` (source download, configure/make), :mod:`.relocate` (carried
 libraries, relocatable scripts, checks), :mod:`.package` (the archive and the cache),
-:mod:`.build` (:func:`build_runtime`) and :mod:`.cli` (:func:`main`).  Every name is
+:mod:`.build` (:func:`build_runtime`); the command is ``venvstacks-docker runtime
+build``.  Every name is
 re-exported here, where callers import them from.
 """
 
 from __future__ import annotations
 
 from venvstacks_docker.runtime_build.build import build_runtime
-from venvstacks_docker.runtime_build.cli import main
 from venvstacks_docker.runtime_build.compile import compile_source, fetch_source
 from venvstacks_docker.runtime_build.package import (
     copy_out,
@@ -69,7 +69,7 @@ __all__ = [
     "STDLIB_TEST_DIRS", "TEST_EXTENSION", "SourcePin", "archive_filename", "build_inputs",
     "build_root", "build_runtime", "carry_libraries", "compile_source", "configure_args",
     "copy_out", "ensure_build_dependencies", "fetch_source", "find_cached_build", "glibc_floor",
-    "host_triple", "inputs_digest", "leftover_build_paths", "main", "normalise_tree",
+    "host_triple", "inputs_digest", "leftover_build_paths", "normalise_tree",
     "read_sidecar", "remove_bytecode", "sha256_file", "smoke_test", "store_archive",
     "write_archive",
 ]

@@ -1,8 +1,8 @@
-"""``python -m venvstacks_docker.runtime_build``: what ``scripts/build-python-runtime`` runs."""
+"""``python -m venvstacks_docker.runtime_build``: the same as ``venvstacks-docker runtime build``."""
 
 import sys
 
-from venvstacks_docker.runtime_build.cli import main
+from venvstacks_docker.cli import run
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(["runtime", "build", *sys.argv[1:]]))
