@@ -528,9 +528,8 @@ def test_x86_filter_chain_is_deterministic_and_readable_by_xz(tmp_path: Path) ->
     assert xz_filters("aarch64") == [{"id": lzma.FILTER_LZMA2, "preset": 6}]
     listing = subprocess.run(["tar", "-tJf", str(one.path)], capture_output=True, text=True, check=True)
     assert [n.rstrip("/") for n in listing.stdout.splitlines()] == expected_member_names("layer")
-    with tarfile.open(one.path) as tar:
-        with tarfile.open(plain.path) as ref:
-            assert [m.name for m in tar] == [m.name for m in ref]
+    with tarfile.open(one.path) as tar, tarfile.open(plain.path) as ref:
+        assert [m.name for m in tar] == [m.name for m in ref]
 
 
 def test_safe_extract_is_still_importable_from_archive() -> None:

@@ -91,7 +91,7 @@ def test_json_alone_shows_the_plan_without_running(capsys, stack: Path) -> None:
 
 
 def test_a_mistyped_include_is_reported_once_before_anything_starts(capsys, stack: Path) -> None:  # type: ignore[no-untyped-def]
-    code, out, err = cli(capsys, "build", "--publish", "--include", "app-reprot-*", stack)
+    code, _out, err = cli(capsys, "build", "--publish", "--include", "app-reprot-*", stack)
     assert code == 2
     assert err.count("--include 'app-reprot-*' matches no layer") == 1
     assert "app-report-demo" in err  # the hint lists the layers

@@ -112,7 +112,7 @@ def test_netrc_rendering_round_trips_through_a_netrc_parser(tmp_path: Path) -> N
     parsed = netrc.netrc(str(path)).hosts
     assert parsed == {"a.example": ("u1", "", "p1-secret"), "b.example": ("__token__", "", "tok:en/1+2=")}
     bad = _cred.Credential(host="c.example", port=443, scheme="https", username="u", password="has space")
-    with pytest.raises(ValueError, match="c.example") as info:
+    with pytest.raises(ValueError, match=r"c\.example") as info:
         _cred.render_netrc([bad])
     assert "has space" not in str(info.value)
 

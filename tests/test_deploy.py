@@ -316,7 +316,7 @@ def test_several_manifests_need_a_choice(tmp_path: Path) -> None:
     meta = out / "__venvstacks__"
     (meta / "venvstacks.json").rename(meta / "venvstacks-linux_x86_64.json")
     (meta / "venvstacks-linux_aarch64.json").write_text('{"layers": {}}\n')
-    with pytest.raises(SpecError, match="venvstacks-linux_aarch64.json, venvstacks-linux_x86_64.json"):
+    with pytest.raises(SpecError, match=r"venvstacks-linux_aarch64\.json, venvstacks-linux_x86_64\.json"):
         deploy(out, tmp_path / "t")
     result = deploy(out, tmp_path / "t", manifest=Path("venvstacks-linux_x86_64.json"))
     assert result.manifest == meta / "venvstacks-linux_x86_64.json"

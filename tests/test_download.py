@@ -77,7 +77,7 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
         pass
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+    def do_GET(self) -> None:  # the stdlib's naming
         owner = self.server_owner
         time.sleep(owner.delay)
         if owner.auth is not None and self.headers.get("Authorization") != owner.auth:

@@ -76,8 +76,8 @@ def test_lower_pins_constrain_and_shared_packages_are_marked(stack: Path) -> Non
     app = packages(stack, "app-app")
     assert app == {"six": _lock.SHARED_CLAUSE, "tabulate": _lock.SHARED_CLAUSE}
     spec = _spec.load(stack)
-    tab = [p for p in _lock.locked_packages(_lock.read_pylock(_lock.lock_paths(spec, spec.layer("framework-base")).pylock))
-           if p.name == "tabulate"][0]
+    pylock = _lock.read_pylock(_lock.lock_paths(spec, spec.layer("framework-base")).pylock)
+    tab = next(p for p in _lock.locked_packages(pylock) if p.name == "tabulate")
     assert tab.version == "0.9.0" and tab.wheels  # wheels and hashes kept for installable packages
     assert all("sha256" in w["hashes"] for w in tab.wheels)
     meta = json.loads(_lock.lock_paths(spec, spec.layer("cpython-3.11")).meta.read_text())
@@ -111,7 +111,7 @@ def test_lock_invalidation_follows_real_dependencies(stack: Path) -> None:
     spec = _spec.load(stack)
     assert _lock.read_meta(spec, spec.layer("app-pinned"))["lock_version"] == 2
     assert packages(stack, "framework-base")["tabulate"] is None
-    assert all(not _lock.lock_problems(spec, l) for l in spec.all_layers())
+    assert all(not _lock.lock_problems(spec, layer) for layer in spec.all_layers())
 
 
 def test_relock_of_unchanged_stack_rewrites_nothing(stack: Path) -> None:
@@ -141,5 +141,5 @@ def test_unreachable_index_is_one_clear_error(stack: Path) -> None:
 
 def test_committed_sample_locks_are_valid() -> None:
     spec = _spec.load(SAMPLE / "venvstacks.toml")
-    problems = {l.env_name: _lock.lock_problems(spec, l) for l in spec.all_layers()}
-    assert problems == {l.env_name: [] for l in spec.all_layers()}
+    problems = {layer.env_name: _lock.lock_problems(spec, layer) for layer in spec.all_layers()}
+    assert problems == {layer.env_name: [] for layer in spec.all_layers()}

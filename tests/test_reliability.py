@@ -244,7 +244,7 @@ def test_disk_full_while_writing_metadata_keeps_the_old_publication(
     flag = tmp_path / "paused"
     proc = start_paused(published_sample, out, "publish-staged", flag)
     filler = small_disk / "filler"
-    with open(filler, "wb") as f, pytest.raises(OSError, match="No space left"):
+    with filler.open("wb") as f, pytest.raises(OSError, match="No space left"):
         while True:  # fill the disk to the last block
             f.write(b"\0" * 65536)
             f.flush()

@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from _runtime_fixture import RUNTIME_VERSION, ensure_minbase_chroot, ensure_runtime_archive
+
 from venvstacks_docker import runtime_build
 from venvstacks_docker.runtimes import (
     RuntimeRequest,

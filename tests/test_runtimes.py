@@ -186,7 +186,7 @@ def test_missing_runtime_offline_names_the_fix() -> None:
     with pytest.raises(RuntimeArchiveError) as excinfo:
         acquire_runtime(REQUEST, offline=True)
     message = str(excinfo.value)
-    assert "scripts/build-python-runtime --version 3.11.2" in message
+    assert "venvstacks-docker runtime build --python-version 3.11.2" in message
     assert "VENVSTACKS_DOCKER_RUNTIME_SOURCES" in message
 
 
@@ -208,7 +208,7 @@ def test_upstream_unreachable_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) 
         acquire_runtime(request)
     message = str(excinfo.value)
     assert "GitHub is unreachable" in message
-    assert "scripts/build-python-runtime --version 3.11.13" in message
+    assert "venvstacks-docker runtime build --python-version 3.11.13" in message
 
 
 def test_upstream_without_such_build_suggests_building() -> None:

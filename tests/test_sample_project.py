@@ -42,8 +42,8 @@ def test_publish_writes_one_archive_per_layer_with_venvstacks_metadata(published
     assert sorted(digests(out)) == sorted(
         f"{n}.tar.xz" for n in ["cpython-3.11", "framework-sklearn", "framework-reporting", *APPS])
     layers = manifest(out)["layers"]
-    assert [l["layer_name"] for l in layers["frameworks"]] == ["framework-sklearn", "framework-reporting"]
-    report = [l for l in layers["applications"] if l["layer_name"] == "app-report-demo"][0]
+    assert [layer["layer_name"] for layer in layers["frameworks"]] == ["framework-sklearn", "framework-reporting"]
+    report = next(layer for layer in layers["applications"] if layer["layer_name"] == "app-report-demo")
     for key in ("install_target", "requirements_hash", "lock_version", "locked_at", "runtime_layer",
                 "python_implementation", "bound_to_implementation", "required_layers", "app_launch_module",
                 "app_launch_module_hash", "archive_build", "archive_name", "target_platform",
@@ -71,7 +71,7 @@ def test_publish_writes_one_archive_per_layer_with_venvstacks_metadata(published
     assert "framework-sklearn/postinstall.py" in names
     assert "framework-sklearn/pyvenv.cfg" not in names
     assert not [n for n in names if n.endswith("site-packages/sitecustomize.py")]
-    link = [m for m in members if m.name == "framework-sklearn/bin/python"][0]
+    link = next(m for m in members if m.name == "framework-sklearn/bin/python")
     assert link.issym() and link.linkname == "../../cpython-3.11/bin/python"
 
 
@@ -131,7 +131,7 @@ def test_two_publishes_under_different_conditions_are_identical_then_incremental
     start = time.monotonic()
     res = cli("publish", "--native", "--show", "--json", "--build-dir", tmp_path / "elsewhere build", spec)
     elapsed = time.monotonic() - start
-    assert {l["status"] for l in json.loads(res.stdout)["publication"]["layers"]} == {"reused"}
+    assert {layer["status"] for layer in json.loads(res.stdout)["publication"]["layers"]} == {"reused"}
     assert {p: p.stat().st_mtime_ns for p in published} == before
     assert elapsed < 30  # generous: the benchmark measures the real figure
 
@@ -143,7 +143,8 @@ def test_two_publishes_under_different_conditions_are_identical_then_incremental
     changed = {name for name in after if after[name] != digests(published_sample.output_dir)[name]}
     assert changed == {"app-clustering-demo.tar.xz"}
     meta = manifest(out)
-    clustering = [l for l in meta["layers"]["applications"] if l["layer_name"] == "app-clustering-demo"][0]
+    clustering = next(layer for layer in meta["layers"]["applications"]
+                      if layer["layer_name"] == "app-clustering-demo")
     assert clustering["archive_build"] == 2
 
     # --include publishes one layer but keeps every layer in the combined manifest
@@ -192,7 +193,7 @@ def test_local_export_runs_every_app_and_skips_unchanged_layers(published_sample
     args = ("local-export", "--native", "--show", "--json", "--build-dir", published_sample.build_dir,
             "--output-dir", out, published_sample.spec)
     first = json.loads(cli(*args).stdout)
-    assert {l["status"] for l in first["export"]["layers"]} == {"exported"}
+    assert {layer["status"] for layer in first["export"]["layers"]} == {"exported"}
     for env_name, (module, expected) in APPS.items():
         run = subprocess.run([str(out / env_name / "bin" / "python"), "-m", module],
                              capture_output=True, text=True, check=False)
@@ -202,4 +203,4 @@ def test_local_export_runs_every_app_and_skips_unchanged_layers(published_sample
     assert sum(len(v) for v in combined["layers"].values()) == 6
     assert all("archive_name" not in entry for v in combined["layers"].values() for entry in v)
     again = json.loads(cli(*args).stdout)
-    assert {l["status"] for l in again["export"]["layers"]} == {"unchanged"}
+    assert {layer["status"] for layer in again["export"]["layers"]} == {"unchanged"}

@@ -28,12 +28,12 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_sample_project_loads_with_layer_graph() -> None:
     spec = _spec.load(SAMPLE / "venvstacks.toml")
-    assert [l.env_name for l in spec.all_layers()] == [
+    assert [layer.env_name for layer in spec.all_layers()] == [
         "cpython-3.11", "framework-sklearn", "framework-reporting",
         "app-classification-demo", "app-clustering-demo", "app-report-demo",
     ]
     report = spec.layer("app-report-demo")
-    assert [l.env_name for l in spec.lower_layers(report)] == [
+    assert [layer.env_name for layer in spec.lower_layers(report)] == [
         "framework-reporting", "framework-sklearn", "cpython-3.11"]
     assert report.launch_module_name == "report_demo"
     assert spec.layer("app-classification-demo").launch_module_name == "sklearn_classification"
@@ -58,7 +58,7 @@ frameworks = ["D", "F"]
 requirements = []
 """)
     spec = _spec.load(path)
-    order = [l.name for l in spec.lower_layers(spec.layer("app-app"))]
+    order = [layer.name for layer in spec.lower_layers(spec.layer("app-app"))]
     assert order == ["D", "F", "E", "B", "C", "A", "cpython-3.11"]
 
 
@@ -103,7 +103,8 @@ def test_bad_spec_is_one_clear_error(tmp_path: Path, case: str) -> None:
     assert expected in str(info.value)
 
 
-@pytest.mark.parametrize("case", ["unknown key with suggestion", "malformed TOML", "unknown framework (also how cycles are rejected)"])
+@pytest.mark.parametrize("case", ["unknown key with suggestion", "malformed TOML",
+                                  "unknown framework (also how cycles are rejected)"])
 def test_bad_spec_on_the_command_line_has_no_traceback(tmp_path: Path, case: str) -> None:
     text, expected = BAD_SPECS[case]
     path = write(tmp_path, text)

@@ -61,4 +61,4 @@ class _Finder(importlib.abc.MetaPathFinder):
 
 
 sys.meta_path.insert(0, _Finder())
-''' % {"version": RUNTIME_VERSION}
+''' % {"version": RUNTIME_VERSION}  # noqa: UP031 - the template is Python source, full of braces

@@ -14,8 +14,8 @@ from typing import Any
 
 import jinja2
 import jinja2.ext
-
-from bench_spec_loading import END as SPEC_LOADING_END, START as SPEC_LOADING_START
+from bench_spec_loading import END as SPEC_LOADING_END
+from bench_spec_loading import START as SPEC_LOADING_START
 
 from . import config
 from .config import EDITED_APP, EDITED_MODULE, RUNTIME_VERSION, STAGE_NAME, STEP_LABEL, TOOL_LABEL, TOOLS
@@ -128,7 +128,7 @@ def _container(results: dict[str, Any], summary: dict[str, Any]) -> dict[str, An
     if not (container.get("measured") and cont and native):
         return {"measured": False, "reason": container.get("reason", "not attempted")}
     pairs = list(zip(results["timings"]["ours"].get("build-clean-paired", []),
-                     results["timings"]["ours-container"].get("build-clean-paired", [])))
+                     results["timings"]["ours-container"].get("build-clean-paired", []), strict=False))
     pcts = [(c["wall_s"] - n["wall_s"]) / n["wall_s"] * 100 for n, c in pairs]
     native_sha = container.get("native_archive_sha256", {})
     mismatches = ", ".join(f"{k} {v[:12]}… vs {native_sha.get(k, '-')[:12]}…"
@@ -138,7 +138,7 @@ def _container(results: dict[str, Any], summary: dict[str, Any]) -> dict[str, An
         "measured": True, "best": cont.wall_s, "native": native.wall_s,
         "overhead": summary["container_overhead_pct"],
         "pairs": ", ".join(f"{c['wall_s']:.1f} s vs {n['wall_s']:.1f} s ({pct:+.0f} %)"
-                           for (n, c), pct in zip(pairs, pcts)),
+                           for (n, c), pct in zip(pairs, pcts, strict=True)),
         "identical": container.get("byte_identical_to_native"), "mismatches": mismatches,
         "rough": rough, "low": min(pcts) if rough else None, "high": max(pcts) if rough else None,
     }

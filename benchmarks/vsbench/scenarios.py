@@ -14,8 +14,16 @@ from typing import Any
 
 from .config import EDITED_APP, EDITED_MODULE, ROOT, TOOLS, WORK
 from .harness import CommandFailed, Timing, capture, log, sha256_file
-from .projects import (Project, app_metadata, archive_sizes, archive_state, compare_archives,
-                       expected_module_hash, locked_packages, prepare_project)
+from .projects import (
+    Project,
+    app_metadata,
+    archive_sizes,
+    archive_state,
+    compare_archives,
+    expected_module_hash,
+    locked_packages,
+    prepare_project,
+)
 from .session import AfterRun, Bench, PrepareFor
 from .tools import stage_runtime
 
@@ -56,10 +64,10 @@ def prepare(bench: Bench, tool: str, step: str, project: Project) -> None:
     if step in ("build-clean", "build-clean-paired"):
         # every archive must really be written
         shutil.rmtree(project.output_dir, ignore_errors=True)
-    if tool == "venvstacks" and step in ("lock", "build-clean"):
-        if step == "build-clean" or not (project.build_dir / "cpython-3.11").exists():
-            assert bench.archive is not None
-            stage_runtime(bench.archive, project.build_dir)
+    if tool == "venvstacks" and step in ("lock", "build-clean") and (
+            step == "build-clean" or not (project.build_dir / "cpython-3.11").exists()):
+        assert bench.archive is not None
+        stage_runtime(bench.archive, project.build_dir)
 
 
 def timed(bench: Bench, step: str, tools: tuple[str, ...] = TOOLS, *, after: AfterRun | None = None,
@@ -133,7 +141,7 @@ def measure_unchanged_publish(bench: Bench) -> None:
 
 
 def measure_edit(bench: Bench) -> None:
-    """Append a comment to a launch module, build + publish; did the published metadata pick it up?"""
+    """Append a comment to a launch module, build + publish; see whether the published metadata picked it up."""
     findings: dict[str, list[dict[str, Any]]] = {tool: [] for tool in TOOLS}
     pending: dict[str, dict[str, Any]] = {}
 

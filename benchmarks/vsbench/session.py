@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .config import ROOT, TOOLS, VENVSTACKS_VERSION, WORK
 from .harness import CommandFailed, Runner, Timing, capture, git_info, loadavg, log, machine_info, sha256_file

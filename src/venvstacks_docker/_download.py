@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import http.client
 import logging
-import os
 import re
 import shutil
 import urllib.error
@@ -131,8 +130,8 @@ def download(
         if waited and sha256 is not None and target.is_file() and sha256_file(target) == sha256:
             return sha256  # another process finished it while this one waited
         digest = _fetch_verified(job)
-        os.chmod(job.partial, 0o644)
-        os.replace(job.partial, target)
+        job.partial.chmod(0o644)
+        job.partial.replace(target)
     return digest
 
 
@@ -322,8 +321,8 @@ def copy_verified(src: Path, target: Path, *, sha256: str, error: type[Venvstack
         actual = sha256_file(partial)
         if actual != sha256:
             raise error(f"{what} from {src} has sha256 {actual}, expected {sha256}", hint=mismatch_hint)
-        os.chmod(partial, 0o644)
-        os.replace(partial, target)
+        partial.chmod(0o644)
+        partial.replace(target)
     finally:
         with contextlib.suppress(FileNotFoundError):
             partial.unlink()

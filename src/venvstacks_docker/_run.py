@@ -45,8 +45,7 @@ def run(
             argv,
             cwd=os.fspath(cwd) if cwd is not None else None,
             env=dict(env) if env is not None else None,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            capture_output=True,
             text=True,
             check=False,
         )

@@ -26,8 +26,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from venvstacks_docker import platforms as _plat
 from venvstacks_docker import plan as _plan
+from venvstacks_docker import platforms as _plat
 from venvstacks_docker import preflight
 from venvstacks_docker.deploy import DeployResult, deploy
 from venvstacks_docker.execute import Outcome, run_plan
@@ -68,15 +68,18 @@ class Stack:
         return run_plan(plan, self.spec)
 
     def plan_lock(self, *, include: Sequence[str] = (), if_needed: bool = False) -> _plan.Plan:
+        """The plan :meth:`lock` runs, without running it."""
         return _plan.plan_lock(self.spec, _plan.Selection(include=tuple(include)), self._where, if_needed=if_needed)
 
     def plan_build(self, *, include: Sequence[str] = (), lock_if_needed: bool = False,
                    publish: bool = False) -> _plan.Plan:
+        """The plan :meth:`build` runs, without running it."""
         return _plan.plan_build(self.spec, _plan.Selection(include=tuple(include)), self._where,
                                 lock_if_needed=lock_if_needed, publish=publish)
 
     def plan_publish(self, *, include: Sequence[str] = (), force: bool = False,
                      dry_run: bool = False) -> _plan.Plan:
+        """The plan :meth:`publish` runs, without running it."""
         return _plan.plan_publish(self.spec, _plan.Selection(include=tuple(include)), self._where, force=force,
                                   dry_run=dry_run)
 

@@ -24,6 +24,7 @@ stream; use ``tarfile.open(path)`` / ``"r:xz"`` (which go through ``lzma.LZMAFil
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import hashlib
 import lzma
 import os
@@ -44,8 +45,14 @@ from venvstacks_docker.errors import PublishError
 from venvstacks_docker.extract import safe_extract
 
 __all__ = [
-    "ArchiveFormat", "ArchiveResult", "XZ_CHUNK_SIZE", "archive_suffix",
-    "safe_extract", "write_archive", "xz_description", "xz_filters",
+    "XZ_CHUNK_SIZE",
+    "ArchiveFormat",
+    "ArchiveResult",
+    "archive_suffix",
+    "safe_extract",
+    "write_archive",
+    "xz_description",
+    "xz_filters",
 ]
 
 ArchiveFormat = Literal["tar.xz", "zip"]
@@ -148,7 +155,7 @@ def _check_symlink(member: _tar.Member, allow_symlinks: bool) -> None:
             "restore symlinks; replace the link with a copy of its target",
         )
     target = member.linkname
-    if os.path.isabs(target) or target.startswith(("/", "\\")):
+    if os.path.isabs(target) or target.startswith(("/", "\\")):  # noqa: PTH117 - the link text, not a path here
         raise PublishError(
             f"symlink {member.path} points to the absolute path {target}",
             hint="layer archives may only contain relative symlinks; "
@@ -228,7 +235,7 @@ def write_archive(
         ) from exc
     tmp_path = archive_path.with_name(f".{archive_path.name}.tmp-{uuid.uuid4().hex[:16]}")
     try:
-        with open(tmp_path, "wb") as f:
+        with tmp_path.open("wb") as f:
             if fmt == "tar.xz":
                 size, sha256, tar_sha256 = _write_tar_xz(
                     src_dir, f, root_name, mtime, threads, chunk_size, progress, cancel,
@@ -240,15 +247,13 @@ def write_archive(
             f.flush()
             os.fsync(f.fileno())
         if sha256 is None:
-            with open(tmp_path, "rb") as f:
+            with tmp_path.open("rb") as f:
                 sha256 = hashlib.file_digest(f, "sha256").hexdigest()
-        os.chmod(tmp_path, 0o644)
-        os.replace(tmp_path, archive_path)
+        tmp_path.chmod(0o644)
+        tmp_path.replace(archive_path)
     except BaseException as exc:
-        try:
+        with contextlib.suppress(OSError):
             tmp_path.unlink(missing_ok=True)
-        except OSError:
-            pass
         if isinstance(exc, OSError):
             raise PublishError(
                 f"cannot write archive {archive_path}: {exc.strerror or exc}"
@@ -351,7 +356,7 @@ def _write_zip(
             info.compress_type = zipfile.ZIP_DEFLATED
             _set_zip_level(info, ZIP_LEVEL)
             info.file_size = entry.size  # decides zip64 up front, deterministically
-            with open(entry.path, "rb") as src, zf.open(info, "w", force_zip64=False) as dst:
+            with Path(entry.path).open("rb") as src, zf.open(info, "w", force_zip64=False) as dst:
                 copied = _copy(src, dst, cancel)
             if copied != entry.size:
                 raise PublishError(f"{entry.path} changed size while it was being archived")

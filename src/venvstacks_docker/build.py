@@ -45,15 +45,19 @@ class BuildContext:
     """No network: runtimes and wheels must already be available locally."""
 
     def env_dir(self, layer: LayerSpec) -> Path:
+        """The folder ``layer`` is built in."""
         return self.build_dir / layer.env_name
 
     def python(self, layer: LayerSpec) -> Path:
+        """The interpreter of ``layer``'s environment."""
         return self.env_dir(layer) / "bin" / ("python3" if layer.kind == "runtime" else "python")
 
     def site_packages(self, layer: LayerSpec) -> Path:
+        """The ``site-packages`` folder of ``layer``'s environment."""
         return self.env_dir(layer) / "lib" / f"python{layer.py_minor}" / "site-packages"
 
     def record_path(self, layer: LayerSpec) -> Path:
+        """The record of ``layer``'s last build (next to its environment)."""
         return self.build_dir / f"{layer.env_name}.last-build.json"
 
 
@@ -97,12 +101,14 @@ def layer_config(spec: StackSpec, layer: LayerSpec) -> dict[str, Any]:
 
 
 def runtime_request(ctx: BuildContext, layer: LayerSpec) -> _runtimes.RuntimeRequest:
+    """The runtime archive that ``layer`` (a runtime) needs for the context's platform."""
     return _runtimes.RuntimeRequest(
         implementation=layer.implementation, version=layer.py_version, platform=ctx.platform
     )
 
 
 def pinned_runtime_sha(spec: StackSpec, rt: LayerSpec) -> str | None:
+    """The sha256 of the runtime archive that ``rt``'s lock pinned, if any (and still valid)."""
     meta = _lock.read_meta(spec, rt) or {}
     if meta.get("python_implementation") != rt.python_implementation:
         return None
@@ -111,6 +117,8 @@ def pinned_runtime_sha(spec: StackSpec, rt: LayerSpec) -> str | None:
 
 
 def acquire_runtime_archive(ctx: BuildContext, rt: LayerSpec, *, pinned: bool = True) -> _runtimes.RuntimeArchive:
+    """The runtime archive for ``rt``, found or fetched; checked against its lock's pin
+    unless ``pinned`` is false."""
     expected = pinned_runtime_sha(ctx.spec, rt) if pinned else None
     return _runtimes.acquire_runtime(
         runtime_request(ctx, rt),
@@ -147,10 +155,10 @@ def _unpack_runtime(ctx: BuildContext, rt: LayerSpec, archive: _runtimes.Runtime
     tmp = env.with_name(env.name + ".unpacking")
     remove_tree(ctx, tmp)
     _runtimes.extract_runtime(archive.path, tmp)
-    os.replace(tmp, env)
+    tmp.replace(env)
     bin_dir = env / "bin"
     if not (bin_dir / "python").exists():
-        os.symlink("python3", bin_dir / "python")
+        (bin_dir / "python").symlink_to("python3")
     # records which archive is unpacked (a full build record is written after install)
     write_json(ctx.record_path(rt), {"runtime_sha256": archive.sha256, "complete": False})
 
@@ -199,6 +207,7 @@ _UV_VERSION: list[str] = []
 
 def uv_version() -> str:
     # the uv wheel's version is the version of the uv binary it ships
+    """The version of the uv that installs packages (the pinned ``uv`` dependency)."""
     if not _UV_VERSION:
         from importlib.metadata import version
 
@@ -299,9 +308,9 @@ def _create_layered_env(ctx: BuildContext, layer: LayerSpec) -> None:
     bin_dir = env / "bin"
     for name in ("python", "python3", f"python{layer.py_minor}"):
         (bin_dir / name).unlink(missing_ok=True)
-    os.symlink(f"../../{rt.env_name}/bin/python", bin_dir / "python")
-    os.symlink("python", bin_dir / "python3")
-    os.symlink("python", bin_dir / f"python{layer.py_minor}")
+    (bin_dir / "python").symlink_to(f"../../{rt.env_name}/bin/python")
+    (bin_dir / "python3").symlink_to("python")
+    (bin_dir / f"python{layer.py_minor}").symlink_to("python")
     for item in sorted(bin_dir.iterdir()):
         if not item.name.startswith("python"):
             item.unlink()
@@ -323,7 +332,8 @@ def _install_packages(ctx: BuildContext, layer: LayerSpec, *, on_event: Callable
     ensure_wheels(refs, ctx.wheel_dir, offline=ctx.offline,
                   on_fetch=(lambda name: on_event(f"fetching {name}")) if on_event else None)
     reqs = ctx.build_dir / f"{layer.env_name}.install.txt"
-    lines = [f"{pkg.name}=={pkg.version} --hash=sha256:{ref.sha256}" for (pkg, _), ref in zip(chosen, refs)]
+    lines = [f"{pkg.name}=={pkg.version} --hash=sha256:{ref.sha256}"
+             for (pkg, _), ref in zip(chosen, refs, strict=True)]
     reqs.write_text("\n".join(sorted(lines)) + "\n", encoding="utf-8")
     env = _lock.uv_env()
     env["UV_NO_INSTALLER_METADATA"] = "1"

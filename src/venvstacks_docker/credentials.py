@@ -127,6 +127,7 @@ class Credential:
 
     @property
     def where(self) -> str:
+        """The host (and port) the credential is for, for messages."""
         return self.host if self.port is None else f"{self.host}:{self.port}"
 
     def header(self) -> str:
@@ -209,7 +210,8 @@ def netrc_path(environ: Mapping[str, str] | None = None) -> Path | None:
     if explicit:
         path = Path(explicit).expanduser()
     else:
-        home = environ.get("HOME") or os.path.expanduser("~")
+        # "~" when there is no home at all (Path.home() would raise)
+        home = environ.get("HOME") or os.path.expanduser("~")  # noqa: PTH111
         path = Path(home) / ".netrc"
     return path if path.is_file() else None
 
@@ -462,13 +464,13 @@ __all__ = [
     "container_netrc",
     "credential_for",
     "env_var_name",
-    "refused_for_credentials",
-    "where_to_put_credentials",
     "known_secrets",
     "move_userinfo_to_env",
     "redact",
+    "refused_for_credentials",
     "remember_indexes",
     "render_netrc",
     "split_userinfo",
     "strip_userinfo",
+    "where_to_put_credentials",
 ]

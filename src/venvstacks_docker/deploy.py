@@ -25,13 +25,16 @@ from pathlib import Path
 from typing import Any
 
 from venvstacks_docker import _run
-from venvstacks_docker.extract import safe_extract
 from venvstacks_docker.errors import DeployError, FilesystemError, SpecError, VerifyError
+from venvstacks_docker.extract import safe_extract
 from venvstacks_docker.metadata import LAYER_CONFIG, LAYER_KINDS, METADATA_DIR, envelope, sha256_file
 from venvstacks_docker.verify import find_manifests
 
+
 @dataclass(frozen=True, kw_only=True)
 class DeployedLayer:
+    """One layer unpacked by :func:`deploy`."""
+
     kind: str  # "runtimes" | "frameworks" | "applications"
     layer_name: str
     install_target: str
@@ -40,6 +43,8 @@ class DeployedLayer:
 
 @dataclass(frozen=True, kw_only=True)
 class DeployedApp:
+    """An application layer :func:`deploy` unpacked, and how to run it."""
+
     layer_name: str
     install_target: str
     launch_module: str
@@ -48,6 +53,8 @@ class DeployedApp:
 
 @dataclass(frozen=True, kw_only=True)
 class DeployResult:
+    """What :func:`deploy` did."""
+
     target: Path
     manifest: Path
     layers: tuple[DeployedLayer, ...]
@@ -79,6 +86,7 @@ class DeployResult:
         })
 
     def render_text(self) -> str:
+        """The human-readable summary ``deploy`` prints."""
         lines = [f"deployed {len(self.layers)} layer(s) into {self.target}"]
         lines += [f"  {layer.kind[:-1]:<11} {layer.install_target}" for layer in self.layers]
         for app in self.applications:
@@ -132,9 +140,10 @@ def _load_layers(manifest: Path) -> list[tuple[str, dict[str, Any]]]:
                 )
             name = entry["archive_name"]
             target = entry["install_target"]
-            if not isinstance(name, str) or os.path.basename(name) != name or name in ("", ".", ".."):
+            # checks of the manifest's strings as they are (Path would normalise them)
+            if not isinstance(name, str) or os.path.basename(name) != name or name in ("", ".", ".."):  # noqa: PTH119
                 raise VerifyError(f"manifest {manifest}: archive_name {name!r} is not a file name")
-            if os.path.basename(target) != target or target in ("", ".", ".."):
+            if os.path.basename(target) != target or target in ("", ".", ".."):  # noqa: PTH119
                 raise VerifyError(
                     f"manifest {manifest}: install_target {target!r} is not a folder name"
                 )
@@ -145,7 +154,7 @@ def _load_layers(manifest: Path) -> list[tuple[str, dict[str, Any]]]:
 
 
 def _check_archive(out: Path, entry: dict[str, Any]) -> Path:
-    path = out / entry["archive_name"]
+    path: Path = out / entry["archive_name"]
     if not path.is_file():
         raise VerifyError(f"archive {entry['archive_name']} is missing from {out}")
     size = path.stat().st_size
@@ -253,7 +262,7 @@ def deploy(
                     path=layer_dir,
                 )
             )
-        for layer, (_, entry, _) in zip(deployed, archives):
+        for layer, (_, entry, _) in zip(deployed, archives, strict=True):
             _postinstall(layer, entry, target, python)
     except BaseException:
         for path in reversed(created):
@@ -289,7 +298,7 @@ def _postinstall(layer: DeployedLayer, entry: dict[str, Any], target: Path, pyth
 
 def _applications(deployed: list[DeployedLayer], entries: list[dict[str, Any]]) -> tuple[DeployedApp, ...]:
     apps = []
-    for layer, entry in zip(deployed, entries):
+    for layer, entry in zip(deployed, entries, strict=True):
         if layer.kind != "applications":
             continue
         config = _layer_config(layer.path)

@@ -34,11 +34,13 @@ class Outcome:
     exported: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form, the one a builder container sends back."""
         return {"locks": self.locks, "builds": self.builds, "published": self.published,
                 "exported": self.exported}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Outcome:
+        """The outcome :meth:`to_dict` wrote."""
         return cls(locks=list(data.get("locks") or []), builds=list(data.get("builds") or []),
                    published=data.get("published"), exported=data.get("exported"))
 
@@ -54,7 +56,8 @@ def run_plan(plan: Plan, spec: StackSpec | None = None) -> Outcome:
     spec = spec or load_spec(plan.spec_path)
     ctx = context(plan, spec)
     outcome = Outcome()
-    locks = work_locks(requirements_dir=spec.requirements_dir if plan.lock else None, build_dir=plan.build_dir if plan.writes_build else None,
+    locks = work_locks(requirements_dir=spec.requirements_dir if plan.lock else None,
+                       build_dir=plan.build_dir if plan.writes_build else None,
                        output_dir=plan.output_dir if plan.writes_output else None,
                        output_what="the export folder" if plan.command == "local-export" else "the output folder")
     with hold(locks, command=plan.command, say=ui.current().note):

@@ -7,7 +7,6 @@ common venvstacks fields only (no archive fields).
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -17,9 +16,8 @@ from venvstacks_docker import build as _build
 from venvstacks_docker._run import run
 from venvstacks_docker.errors import PublishError
 from venvstacks_docker.locking import folder_lock, hold
-from venvstacks_docker.metadata import read_json, write_json_if_changed
+from venvstacks_docker.metadata import METADATA_DIR, read_json, write_json_if_changed
 from venvstacks_docker.publish import (
-    METADATA_DIR,
     collect_layer_metadata,
     layer_metadata,
     metadata_paths,
@@ -59,7 +57,7 @@ def _export_layers(
     out.mkdir(parents=True, exist_ok=True)
     results: list[tuple[LayerSpec, Path, str]] = []
     to_postinstall: list[tuple[LayerSpec, Path, Path, dict[str, Any]]] = []
-    for layer in sorted(layers, key=lambda l: POSTINSTALL_ORDER[l.kind]):
+    for layer in sorted(layers, key=lambda layer: POSTINSTALL_ORDER[layer.kind]):
         meta = layer_metadata(ctx.spec, layer)
         record = read_json(ctx.record_path(layer)) or {}
         meta_export = {**meta, "venvstacks_docker": {"build_inputs": record.get("inputs"),
@@ -77,7 +75,7 @@ def _export_layers(
         stage_layer(ctx, layer, tmp)
         if folder.exists():
             shutil.rmtree(folder)
-        os.replace(tmp, folder)
+        tmp.replace(folder)
         # the metadata is written once the layer's postinstall has run (below)
         to_postinstall.append((layer, folder, meta_file, meta_export))
         results.append((layer, folder, "exported"))

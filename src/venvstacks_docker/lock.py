@@ -17,19 +17,19 @@ import datetime as _dt
 import logging
 import os
 import re
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import tomli_w
-import tomllib
 
 from venvstacks_docker import credentials as _credentials
 from venvstacks_docker import platforms as _plat
 from venvstacks_docker._run import run
 from venvstacks_docker.errors import LockError
-from venvstacks_docker.lockfiles import (  # noqa: F401 - the lock API other modules use
+from venvstacks_docker.lockfiles import (  # the lock API other modules use (see __all__)
     SHARED_CLAUSE,
     LockedPackage,
     LockPaths,
@@ -97,7 +97,7 @@ def _constraints(spec: StackSpec, layer: LayerSpec) -> list[str]:
 
 
 def _uv_config(spec: StackSpec, layer: LayerSpec, index: IndexOptions) -> dict[str, Any]:
-    config: dict[str, Any] = {k: v for k, v in spec.uv_config.items()}
+    config: dict[str, Any] = dict(spec.uv_config)
     config["no-build"] = True
     if not index.query_default_index:
         config["no-index"] = True
@@ -144,9 +144,9 @@ def postprocess_pylock(spec: StackSpec, layer: LayerSpec, doc: dict[str, Any], l
     """Filter markers to the layer's platforms, mark shared packages, keep wheels only."""
     lower_pkgs: dict[str, list[LockedPackage]] = {}
     for lower in spec.lower_layers(layer):
-        for pkg in locked_packages(read_pylock(lock_paths(spec, lower).pylock)):
-            if not pkg.shared:
-                lower_pkgs.setdefault(pkg.name, []).append(pkg)
+        for locked in locked_packages(read_pylock(lock_paths(spec, lower).pylock)):
+            if not locked.shared:
+                lower_pkgs.setdefault(locked.name, []).append(locked)
     py = layer.py_version
     packages = []
     missing: list[str] = []
@@ -358,7 +358,7 @@ def lock_stack(
     :returns: env name -> "locked" | "unchanged" | "skipped".
     """
     results: dict[str, str] = {}
-    order = [l for l in spec.all_layers() if l in layers]
+    order = [layer for layer in spec.all_layers() if layer in layers]
     for layer in order:
         if if_needed and not lock_problems(spec, layer):
             results[layer.env_name] = "skipped"
@@ -374,3 +374,10 @@ def lock_stack(
         if on_layer:
             on_layer(layer, results[layer.env_name])
     return results
+
+
+__all__ = [
+    "SHARED_CLAUSE", "IndexOptions", "LockPaths", "LockedPackage", "install_requirements", "lock_input_hash",
+    "lock_layer", "lock_paths", "lock_problems", "lock_stack", "locked_packages", "other_inputs_hash",
+    "postprocess_pylock", "pylock_requirements_hash", "read_meta", "read_pylock", "uv_env", "version_inputs_hash",
+]

@@ -14,11 +14,10 @@ layer dependencies) and, for versioned layers, the version inputs.
 
 from __future__ import annotations
 
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from venvstacks_docker import credentials as _credentials
 from venvstacks_docker import platforms as _plat
@@ -31,6 +30,8 @@ SHARED_CLAUSE = "sys_platform == 'from_lower_layer'"
 
 @dataclass(frozen=True, kw_only=True)
 class LockPaths:
+    """The files of one layer's lock, in ``requirements/<layer>/``."""
+
     folder: Path
     requirements_in: Path
     pylock: Path
@@ -39,6 +40,7 @@ class LockPaths:
 
 
 def lock_paths(spec: StackSpec, layer: LayerSpec) -> LockPaths:
+    """The lock files of ``layer``."""
     folder = spec.requirements_dir / layer.env_name
     return LockPaths(
         folder=folder,
@@ -53,10 +55,13 @@ def lock_paths(spec: StackSpec, layer: LayerSpec) -> LockPaths:
 
 
 def lock_input_hash(layer: LayerSpec) -> str:
+    """The hash of ``layer``'s requirements, as venvstacks records it."""
     return hash_strings(list(layer.requirements))
 
 
 def other_inputs_hash(spec: StackSpec, layer: LayerSpec) -> str:
+    """The hash of the other lock inputs of ``layer`` (Python version, targets,
+    runtime and lower layers), as venvstacks records it."""
     items = [f"py_version={layer.py_minor}"]
     if any(_plat.os_of(p) == "linux" for p in layer.platforms):
         items.append(f"linux_target={layer.linux_target}")
@@ -70,6 +75,8 @@ def other_inputs_hash(spec: StackSpec, layer: LayerSpec) -> str:
 
 
 def version_inputs_hash(layer: LayerSpec) -> str:
+    """The hash of the inputs that make a new layer version (name, versioning and
+    modules), as venvstacks records it."""
     items = [f"env_name={layer.env_name}", f"is_versioned_layer={layer.versioned}"]
     if layer.launch_module is not None:
         items.append(f"launch_module={module_hash(layer.launch_module)}")
@@ -103,6 +110,8 @@ def _wheel_name(wheel: dict[str, Any]) -> str:
 
 @dataclass(frozen=True, kw_only=True)
 class LockedPackage:
+    """One package of a pylock file."""
+
     name: str
     version: str
     marker: str | None
@@ -131,6 +140,7 @@ def read_pylock(path: Path) -> dict[str, Any]:
 
 
 def locked_packages(doc: dict[str, Any]) -> list[LockedPackage]:
+    """The packages of a parsed pylock file, with canonical names."""
     result = []
     for pkg in doc.get("packages", []):
         marker = pkg.get("marker") or None
@@ -146,6 +156,7 @@ def locked_packages(doc: dict[str, Any]) -> list[LockedPackage]:
 
 
 def read_meta(spec: StackSpec, layer: LayerSpec) -> dict[str, Any] | None:
+    """The lock metadata (``*.meta.json``) of ``layer``, ``None`` when missing or invalid."""
     meta = read_json(lock_paths(spec, layer).meta)
     return meta if isinstance(meta, dict) else None
 

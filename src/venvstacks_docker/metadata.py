@@ -112,21 +112,23 @@ def canonical(data: Any) -> bytes:
 def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file in the same folder and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(name)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        tmp.chmod(0o644)
+        tmp.replace(path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+            tmp.unlink()
         raise
 
 
 def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` to ``path`` as canonical JSON, atomically."""
     write_text_atomic(path, dumps(data))
 
 
@@ -143,6 +145,7 @@ def write_json_if_changed(path: Path, data: Any) -> bool:
 
 
 def read_json(path: Path) -> Any | None:
+    """The JSON in ``path``, ``None`` when the file is missing or not JSON."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (FileNotFoundError, json.JSONDecodeError):

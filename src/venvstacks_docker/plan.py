@@ -90,6 +90,7 @@ class Plan:
 
     @property
     def operations(self) -> dict[str, list[str]]:
+        """The operations of each layer, by layer name."""
         return {s.layer_name: list(s.operations) for s in self.steps}
 
     @property
@@ -104,6 +105,7 @@ class Plan:
 
     @property
     def writes_output(self) -> bool:
+        """Whether running the plan writes into the output folder (a dry run does not)."""
         return self.output_dir is not None and (self.command == "local-export" or (self.publish and not self.dry_run))
 
     def to_dict(self) -> dict[str, Any]:
@@ -117,6 +119,10 @@ class Plan:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Plan:
+        """The plan :meth:`to_dict` wrote.
+
+        :raises SpecError: when the plan was written by another version of the tool.
+        """
         if data.get("plan_version") != PLAN_VERSION:
             raise SpecError(f"cannot run a plan of version {data.get('plan_version')!r}",
                             hint=f"the host and the builder image must run the same tool version (plan {PLAN_VERSION})")
@@ -220,7 +226,8 @@ def plan_lock(spec: StackSpec, selection: Selection, where: Where, *, if_needed:
     steps = tuple(LayerStep(layer_name=layer.env_name,
                             operations=("lock",) if layer.env_name in forced | set(reset) else ("lock-if-needed",),
                             reason=_reason(layer, selected, selection.include,
-                                           "built on a selected layer" if layer in targets else "needed by a selected layer"))
+                                           "built on a selected layer" if layer in targets
+                                           else "needed by a selected layer"))
                   for layer in everything)
     return Plan(command="lock", spec_path=spec.path, platform=where.platform, build_dir=where.build_dir,
                 steps=steps, lock=True, lock_clean=clean, reset_lock=reset,
@@ -265,7 +272,8 @@ def plan_build(spec: StackSpec, selection: Selection, where: Where, *, lock_if_n
                 dry_run=not publish, force=clean, tag_outputs=tag_outputs)
 
 
-def _output_layers(spec: StackSpec, selection: Selection, where: Where) -> tuple[list[LayerSpec], list[LayerSpec], tuple[str, ...]]:
+def _output_layers(spec: StackSpec, selection: Selection,
+                   where: Where) -> tuple[list[LayerSpec], list[LayerSpec], tuple[str, ...]]:
     selected = select(spec, selection.include, selection.allow_missing)
     layers = with_derived(spec, selected) if selection.publish_derived else selected
     if selection.publish_dependencies:

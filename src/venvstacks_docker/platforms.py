@@ -22,20 +22,23 @@ def current_platform() -> str:
     runtime builds (``runtime_build.host_triple``) derive theirs from it.
     """
     machine = _ARCH.get(_platform.machine().lower(), _platform.machine().lower())
-    if sys.platform.startswith("linux"):
+    system: str = sys.platform  # a plain str: type checkers see every branch, on any platform
+    if system.startswith("linux"):
         return f"linux_{machine}"
-    if sys.platform == "darwin":
+    if system == "darwin":
         return "macosx_arm64" if machine == "aarch64" else "macosx_x86_64"
-    if sys.platform == "win32":
+    if system == "win32":
         return "win_arm64" if machine == "aarch64" else "win_amd64"
-    raise SpecError(f"unsupported build platform {sys.platform}/{machine}")
+    raise SpecError(f"unsupported build platform {system}/{machine}")
 
 
 def os_of(plat: str) -> str:
+    """The operating system part of a platform name (``linux_x86_64`` -> ``linux``)."""
     return plat.split("_", 1)[0]
 
 
 def arch_of(plat: str) -> str:
+    """The machine part of a platform name, as Linux names it (``win_amd64`` -> ``x86_64``)."""
     tail = plat.split("_", 1)[1]
     return {"amd64": "x86_64", "arm64": "aarch64"}.get(tail, tail)
 
@@ -69,6 +72,7 @@ def marker_environment(plat: str, py_full_version: str, implementation: str = "c
 
 
 def marker_applies(marker: str | None, plat: str, py_full_version: str) -> bool:
+    """Whether the environment marker ``marker`` holds on ``plat`` (no marker always holds)."""
     if not marker:
         return True
     return Marker(marker).evaluate(marker_environment(plat, py_full_version))
@@ -82,9 +86,9 @@ def _linux_platform_tags(arch: str, glibc: str) -> list[str]:
     for tag in tags:
         ordered.append(tag)
         m = int(tag.split("_")[2])
-        if m in legacy and (legacy[m] != "manylinux2010" or arch in ("x86_64", "i686")):
-            if legacy[m] != "manylinux1" or arch in ("x86_64", "i686"):
-                ordered.append(f"{legacy[m]}_{arch}")
+        if (m in legacy and (legacy[m] != "manylinux2010" or arch in ("x86_64", "i686"))
+                and (legacy[m] != "manylinux1" or arch in ("x86_64", "i686"))):
+            ordered.append(f"{legacy[m]}_{arch}")
     ordered.append(f"linux_{arch}")
     return ordered
 
@@ -128,7 +132,7 @@ def best_wheel(filenames: Iterable[str], tags: list[Tag]) -> str | None:
     for name in filenames:
         try:
             _, _, _, wheel_tags = parse_wheel_filename(name)
-        except Exception:
+        except Exception:  # noqa: BLE001 - a file name that does not parse is just not a candidate
             continue
         scores = [rank[t] for t in wheel_tags if t in rank]
         if scores and (best is None or min(scores) < best[0]):

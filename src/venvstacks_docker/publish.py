@@ -34,13 +34,14 @@ from venvstacks_docker.errors import Interrupted, PublishError, VenvstacksDocker
 from venvstacks_docker.locking import RUN_ID, folder_lock, hold
 from venvstacks_docker.metadata import METADATA_DIR, METADATA_VERSION, dumps, hash_strings, read_json, sha256_file
 from venvstacks_docker.preflight import source_date_epoch_value
-from venvstacks_docker.txn import OutputTransaction, recover
 from venvstacks_docker.spec import LayerSpec, StackSpec, module_hash, module_name
+from venvstacks_docker.txn import OutputTransaction, recover
 
 POSTINSTALL = Path(__file__).parent / "_injected" / "postinstall.py"
 
 
-def archive_format(plat: str) -> str:
+def archive_format(plat: str) -> _archive.ArchiveFormat:
+    """The archive format for ``plat``: zip for Windows, else tar.xz."""
     return "zip" if _plat.os_of(plat) == "win" else "tar.xz"
 
 
@@ -84,11 +85,13 @@ def layer_metadata(spec: StackSpec, layer: LayerSpec) -> dict[str, Any]:
 
 
 def metadata_paths(out: Path, layer: LayerSpec, plat: str, tagged: bool) -> Path:
+    """The published metadata file of ``layer``."""
     suffix = f"-{plat}" if tagged else ""
     return out / METADATA_DIR / "env_metadata" / f"{layer.env_name}{suffix}.json"
 
 
 def manifest_path(out: Path, plat: str, tagged: bool) -> Path:
+    """The published manifest of a publish for ``plat``."""
     return out / METADATA_DIR / (f"venvstacks-{plat}.json" if tagged else "venvstacks.json")
 
 
@@ -115,7 +118,7 @@ def stage_layer(ctx: _build.BuildContext, layer: LayerSpec, dest: Path, *, hardl
         dirs.sort()
         keep_dirs = []
         for d in dirs:
-            if d == "__pycache__" or (rel_root == Path(".") and d.startswith(".")):
+            if d == "__pycache__" or (rel_root == Path() and d.startswith(".")):
                 continue
             full = Path(root) / d
             if full.is_symlink():
@@ -126,7 +129,7 @@ def stage_layer(ctx: _build.BuildContext, layer: LayerSpec, dest: Path, *, hardl
         dirs[:] = keep_dirs
         for name in sorted(files):
             rel = rel_root / name
-            if rel_root == Path(".") and (name.startswith(".") or name == "pyvenv.cfg"):
+            if rel_root == Path() and (name.startswith(".") or name == "pyvenv.cfg"):
                 continue
             if name.endswith((".pyc", ".pyo")):
                 continue
@@ -135,17 +138,18 @@ def stage_layer(ctx: _build.BuildContext, layer: LayerSpec, dest: Path, *, hardl
             source = Path(root) / name
             target = dest / rel
             if layer.kind != "runtime" and rel == Path("bin/python"):
-                os.symlink(f"../../{rt_deploy}/bin/python", target)
+                target.symlink_to(f"../../{rt_deploy}/bin/python")
             elif source.is_symlink():
-                link = os.readlink(source)
-                if os.path.isabs(link):
+                # the link's text, copied verbatim (Path would normalise it)
+                link = os.readlink(source)  # noqa: PTH115
+                if os.path.isabs(link):  # noqa: PTH117
                     resolved = Path(link)
                     if src in resolved.parents:
-                        os.symlink(os.path.relpath(resolved, source.parent), target)
+                        target.symlink_to(os.path.relpath(resolved, source.parent))
                     else:
                         shutil.copy2(resolved, target)
                 else:
-                    os.symlink(link, target)
+                    target.symlink_to(link)
             elif hardlink:
                 try:
                     os.link(source, target)
@@ -154,7 +158,7 @@ def stage_layer(ctx: _build.BuildContext, layer: LayerSpec, dest: Path, *, hardl
             else:
                 shutil.copy2(source, target)
     shutil.copyfile(POSTINSTALL, dest / "postinstall.py")
-    os.chmod(dest / "postinstall.py", 0o644)
+    (dest / "postinstall.py").chmod(0o644)
 
 
 # --- publishing -------------------------------------------------------------------
@@ -162,6 +166,8 @@ def stage_layer(ctx: _build.BuildContext, layer: LayerSpec, dest: Path, *, hardl
 
 @dataclass(frozen=True, kw_only=True)
 class PublishedLayer:
+    """One layer of a publish: its metadata and archive."""
+
     layer: LayerSpec
     metadata: dict[str, Any]
     archive: Path
@@ -282,7 +288,7 @@ def plan_publication(ctx: _build.BuildContext, layers: list[LayerSpec], out: Pat
     checks = [(plan, prev) for plan, prev in drafts if prev is not None]
     with ThreadPoolExecutor(max_workers=max(1, min(4, len(checks)))) as pool:
         verdicts = dict(zip((id(p) for p, _ in checks),
-                            pool.map(lambda item: _unproven(item[0].archive, item[1]), checks)))
+                            pool.map(lambda item: _unproven(item[0].archive, item[1]), checks), strict=True))
     plans = []
     for plan, previous in drafts:
         if previous is None:
@@ -336,9 +342,9 @@ def _tree_size(root: Path) -> int:
     total = 0
     for folder, _dirs, files in os.walk(root):
         for file in files:
-            path = os.path.join(folder, file)
-            if not os.path.islink(path):
-                total += os.path.getsize(path)
+            path = Path(folder, file)
+            if not path.is_symlink():
+                total += path.stat().st_size
     return total
 
 

@@ -65,20 +65,26 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 @dataclass(frozen=True, kw_only=True)
 class RuntimeRequest:
+    """The runtime a layer needs: implementation, version and platform."""
+
     implementation: str
     version: str
     platform: str
 
     @property
     def triple(self) -> str:
+        """The target triple of the platform, as runtime archive names spell it."""
         return PLATFORM_TRIPLES[self.platform]
 
     def describe(self) -> str:
+        """The request, for messages."""
         return f"{self.implementation} {self.version} for {self.platform}"
 
 
 @dataclass(frozen=True, kw_only=True)
 class RuntimeArchive:
+    """A runtime archive on this machine, and where it came from."""
+
     path: Path
     sha256: str
     filename: str
@@ -101,6 +107,7 @@ def cache_root() -> Path:
 
 
 def runtimes_dir() -> Path:
+    """The cache folder of runtime archives."""
     return cache_root() / "runtimes"
 
 
@@ -173,14 +180,15 @@ def _store_in_cache(path: Path, filename: str, sha256: str) -> Path:
     if target.is_file() and target.stat().st_size == path.stat().st_size:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{filename}.", dir=target.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{filename}.", dir=target.parent)
     os.close(fd)
+    tmp = Path(name)
     try:
         shutil.copyfile(path, tmp)
-        os.replace(tmp, target)
+        tmp.replace(target)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        if tmp.exists():
+            tmp.unlink()
     for sidecar in (path.with_name(path.name + ".json"),):
         if sidecar.is_file() and not (target.parent / sidecar.name).exists():
             shutil.copyfile(sidecar, target.parent / (filename + ".json"))
@@ -254,7 +262,7 @@ class _Search:
         elif offline:
             lines.append("  upstream: skipped (offline)")
         build = (
-            f"scripts/build-python-runtime --version {req.version}"
+            f"venvstacks-docker runtime build --python-version {req.version}"
             if req.implementation == "cpython"
             else "a matching install_only archive"
         )
@@ -288,7 +296,7 @@ def _download(url: str, filename: str, sha256: str | None, what: str, *,
     incoming = root / ".incoming" / filename
     target = root / fetch(incoming, None) / filename
     target.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(incoming, target)
+    incoming.replace(target)
     return target
 
 
@@ -352,7 +360,7 @@ def _from_upstream(request: RuntimeRequest, search: _Search) -> tuple[RuntimeArc
     path = _download(
         url, filename, wanted, "the python-build-standalone archive", source="GitHub",
         hint=(
-            f"run `scripts/build-python-runtime --version {request.version}` to build the "
+            f"run `venvstacks-docker runtime build --python-version {request.version}` to build the "
             f"runtime locally, or set {SOURCES_ENV} to an install_only archive or a folder "
             "(mirror) of them"
         ),

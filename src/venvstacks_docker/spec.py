@@ -27,7 +27,7 @@ from packaging.utils import canonicalize_name
 
 from venvstacks_docker.errors import SpecError
 from venvstacks_docker.spec_graph import FrameworkGraph
-from venvstacks_docker.spec_layers import (  # noqa: F401 - re-exported
+from venvstacks_docker.spec_layers import (  # re-exported (see __all__)
     DEFAULT_LINUX_TARGET,
     DEFAULT_MACOSX_TARGET,
     IMPLEMENTATIONS,
@@ -38,7 +38,7 @@ from venvstacks_docker.spec_layers import (  # noqa: F401 - re-exported
     did_you_mean,
     parse_layer,
 )
-from venvstacks_docker.spec_modules import (  # noqa: F401 - re-exported for the stage modules
+from venvstacks_docker.spec_modules import (  # re-exported for the stage modules
     iter_module_files,
     module_hash,
     module_name,
@@ -68,10 +68,12 @@ class StackSpec:
 
     @property
     def spec_dir(self) -> Path:
+        """The folder holding the stack file."""
         return self.path.parent
 
     @property
     def requirements_dir(self) -> Path:
+        """The folder of the lock files, next to the stack file."""
         return self.spec_dir / "requirements"
 
     def all_layers(self) -> tuple[LayerSpec, ...]:
@@ -79,19 +81,27 @@ class StackSpec:
         return self.runtimes + self.frameworks + self.applications
 
     def layer(self, env_name: str) -> LayerSpec:
+        """The layer whose environment is named ``env_name``.
+
+        :raises KeyError: when there is none.
+        """
         for layer in self.all_layers():
             if layer.env_name == env_name:
                 return layer
         raise KeyError(env_name)
 
     def runtime_of(self, layer: LayerSpec) -> LayerSpec:
+        """The runtime layer of ``layer``.
+
+        :raises KeyError: when the stack has no such runtime.
+        """
         for rt in self.runtimes:
             if rt.name == layer.runtime:
                 return rt
         raise KeyError(layer.runtime)
 
     def _graph(self) -> tuple[FrameworkGraph, dict[str, LayerSpec]]:
-        found = self._memo.get("graph")
+        found: tuple[FrameworkGraph, dict[str, LayerSpec]] | None = self._memo.get("graph")
         if found is None:
             by_name = {fw.name: fw for fw in self.frameworks}
             graph = FrameworkGraph({name: fw.frameworks for name, fw in by_name.items()})
@@ -278,4 +288,12 @@ def _parse_layers(spec_path: Path, data: dict[str, Any]) -> Defined:
 
 
 def canonical(name: str) -> str:
+    """The normalized form of a package name (PEP 503)."""
     return canonicalize_name(name)
+
+
+__all__ = [
+    "DEFAULT_LINUX_TARGET", "DEFAULT_MACOSX_TARGET", "IMPLEMENTATIONS", "PLATFORMS", "Defined",
+    "LayerKind", "LayerSpec", "StackSpec", "canonical", "did_you_mean", "iter_module_files", "load",
+    "module_hash", "module_name", "parse_layer", "read_text_file",
+]

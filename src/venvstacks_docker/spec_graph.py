@@ -36,7 +36,7 @@ def c3_merge(sequences: Iterable[Sequence[str]]) -> list[str]:
                 head = seqs[i][pos[i]]
                 break
         else:
-            remaining = [seq[p:] for seq, p, end in zip(seqs, pos, ends) if p < end]
+            remaining = [seq[p:] for seq, p, end in zip(seqs, pos, ends, strict=True) if p < end]
             raise SpecError(
                 f"framework dependency linearisation failed (remaining sequences: {remaining})",
                 hint="reorder the 'frameworks' lists so they agree on a single order",
@@ -72,10 +72,8 @@ class FrameworkGraph:
         if found is None:
             for name in key:
                 self._ensure(name)
-            if len(key) == 1:  # merging [mro(x), [x]] gives mro(x): skip the work
-                found = self._mro[key[0]]
-            else:
-                found = tuple(c3_merge([*(self._mro[name] for name in key), key]))
+            # merging [mro(x), [x]] gives mro(x): skip the work
+            found = self._mro[key[0]] if len(key) == 1 else tuple(c3_merge([*(self._mro[n] for n in key), key]))
             self._merged[key] = found
         return found
 

@@ -93,6 +93,7 @@ class LayerSpec:
 
     @property
     def implementation(self) -> str:
+        """The implementation part of ``python_implementation`` (``cpython``)."""
         return self.python_implementation.partition("@")[0]
 
     @property
@@ -102,16 +103,19 @@ class LayerSpec:
 
     @property
     def py_minor(self) -> str:
+        """The ``major.minor`` Python version."""
         return ".".join(self.py_version.split(".")[:2])
 
     @property
     def launch_module_name(self) -> str | None:
+        """The module name of the launch module, if the layer has one."""
         if self.launch_module is None:
             return None
         return module_name(self.launch_module)
 
 
 def did_you_mean(key: str, allowed: set[str]) -> str:
+    """A hint for an unknown key: the closest allowed one, else all of them."""
     close = difflib.get_close_matches(key, sorted(allowed), n=1)
     return f"did you mean '{close[0]}'?" if close else f"allowed keys: {', '.join(sorted(allowed))}"
 

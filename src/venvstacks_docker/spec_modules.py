@@ -32,6 +32,7 @@ LINK_HINT = "replace the link with a copy of the file, or remove it"
 
 
 def module_name(path: Path) -> str:
+    """The importable name of a module file or package folder."""
     return path.stem if path.suffix == ".py" else path.name
 
 

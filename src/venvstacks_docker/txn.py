@@ -89,7 +89,7 @@ def _apply(out: Path, staging: Path, moves: list[str]) -> int:
         if not source.exists():
             continue  # moved before the interruption
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(source, target)
+        source.replace(target)
         parents.add(target.parent)
         done += 1
         _testhooks.pause("publish-commit")
@@ -138,9 +138,9 @@ def settled(out: Path, *, command: str, say: Callable[[str], None]) -> Iterator[
     """Read ``out`` while no publish writes it, with any interrupted commit finished.
 
     For readers (``verify``, ``deploy``): holds the output folder's lock when this tool
-    has published there and the folder is writable, rolling a pending journal forward first.  A read-only folder (a mounted
-    release medium) is read without the lock, unless it holds an unfinished commit,
-    which only a writer can finish.
+    has published there and the folder is writable, rolling a pending journal forward
+    first.  A read-only folder (a mounted release medium) is read without the lock,
+    unless it holds an unfinished commit, which only a writer can finish.
     """
     from venvstacks_docker.locking import folder_lock, hold
 
@@ -187,16 +187,17 @@ class OutputTransaction:
         """Stage a (metadata) text file, complete and fsynced."""
         path = self.path_for(rel)
         try:
-            with open(path, "w", encoding="utf-8", newline="\n") as f:
+            with path.open("w", encoding="utf-8", newline="\n") as f:
                 f.write(text)
                 f.flush()
                 os.fsync(f.fileno())
-            os.chmod(path, 0o644)
+            path.chmod(0o644)
         except OSError as exc:
             raise _write_error(self.out, exc) from exc
 
     @property
     def staged(self) -> tuple[str, ...]:
+        """The staged files, relative to the output folder, in staging order."""
         return tuple(self._staged)
 
     def abort(self) -> None:
@@ -215,11 +216,11 @@ class OutputTransaction:
         with _signals_deferred():
             try:
                 _fsync_dir(self.staging)
-                with open(tmp, "w", encoding="utf-8") as f:
+                with tmp.open("w", encoding="utf-8") as f:
                     f.write(text)
                     f.flush()
                     os.fsync(f.fileno())
-                os.replace(tmp, journal)
+                tmp.replace(journal)
                 _fsync_dir(journal.parent)
             except OSError as exc:
                 tmp.unlink(missing_ok=True)

@@ -32,7 +32,8 @@ from typing import IO, Any, Final
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, Progress as RichProgress, SpinnerColumn, TextColumn
+from rich.progress import BarColumn, DownloadColumn, SpinnerColumn, TextColumn
+from rich.progress import Progress as RichProgress
 
 #: Prefix of an event line written by :class:`EventReporter` (inside a container).
 EVENT_PREFIX: Final = "@venvstacks-docker-event "
@@ -65,14 +66,17 @@ class Reporter:
     # -- what library code reports --------------------------------------------------
 
     def step(self, message: str) -> None:
+        """Report the start of a step of the run."""
         if self.verbosity >= 0:
             self._line(f"* {escape(message)}")
 
     def note(self, message: str) -> None:
+        """Report something the user should notice (a warning)."""
         if self.verbosity >= 0:
             self._line(f"[yellow]note:[/] {escape(message)}")
 
     def detail(self, message: str) -> None:
+        """Report a detail, shown only when verbose."""
         if self.verbosity >= 1:
             self._line(f"[dim]{escape(message)}[/]")
 
@@ -95,6 +99,7 @@ class Reporter:
         return update
 
     def finish_progress(self, key: str) -> None:
+        """End the progress bar ``key``."""
         with self._lock:
             task = self._tasks.pop(key, None)
             if self._bars is not None and task is not None:
@@ -126,6 +131,8 @@ class Reporter:
             self.console.print(markup)
 
     def handle_record(self, record: logging.LogRecord) -> None:
+        """Report a :mod:`logging` record: warnings as notes, the tool's info as steps,
+        the rest as details."""
         message = record.getMessage()
         if record.levelno >= logging.WARNING:
             self.note(message)
@@ -153,16 +160,20 @@ class EventReporter(Reporter):
             self.stream.flush()
 
     def step(self, message: str) -> None:
+        """Send a step event."""
         self._emit(event="step", message=message)
 
     def note(self, message: str) -> None:
+        """Send a note event."""
         self._emit(event="note", message=message)
 
     def detail(self, message: str) -> None:
+        """Send a detail event (when verbose)."""
         if self.verbosity >= 1:
             self._emit(event="detail", message=message)
 
     def progress(self, key: str, label: str, total: int) -> Progress:
+        """Send a progress-start event; the returned callback sends a few updates a second."""
         self._emit(event="progress-start", key=key, label=label, total=total)
 
         def update(done: int) -> None:
@@ -174,10 +185,12 @@ class EventReporter(Reporter):
         return update
 
     def finish_progress(self, key: str) -> None:
+        """Send a progress-end event."""
         self._emit(event="progress-end", key=key)
 
     @contextlib.contextmanager
     def phase(self, title: str) -> Iterator[None]:
+        """Send phase-start and phase-end events around the block, with its duration."""
         start = time.monotonic()
         self._emit(event="phase-start", title=title)
         yield
@@ -275,4 +288,4 @@ def install(reporter: Reporter) -> None:
         logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format="%(name)s: %(message)s")
 
 
-__all__ = ["EVENT_PREFIX", "human_size", "EventReporter", "Progress", "Replayer", "Reporter", "current", "install"]
+__all__ = ["EVENT_PREFIX", "EventReporter", "Progress", "Replayer", "Reporter", "current", "human_size", "install"]

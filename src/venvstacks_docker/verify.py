@@ -1,4 +1,4 @@
-"""Check a publish output folder: do the archives match their metadata?
+"""Check a publish output folder: whether the archives match their metadata.
 
 Layout (venvstacks-compatible)::
 
@@ -49,9 +49,11 @@ class LayerCheck:
 
     @property
     def ok(self) -> bool:
+        """Whether the archive matches its metadata."""
         return self.status == "ok"
 
     def as_dict(self) -> dict[str, Any]:
+        """The ``verify --json`` form of this result."""
         return {
             "layer_name": self.layer_name,
             "install_target": self.install_target,
@@ -75,11 +77,14 @@ class MetadataProblem:
     message: str
 
     def as_dict(self) -> dict[str, str]:
+        """The ``verify --json`` form of this problem."""
         return {"file": self.file, "message": self.message}
 
 
 @dataclass(frozen=True, kw_only=True)
 class VerifyReport:
+    """The result of :func:`verify_output_dir`."""
+
     out_dir: Path
     manifests: tuple[str, ...]
     layers: tuple[LayerCheck, ...]
@@ -113,6 +118,7 @@ class VerifyReport:
         return dumps(self.as_dict())
 
     def render_text(self) -> str:
+        """The human-readable report ``verify`` prints."""
         lines = []
         width = max((len(layer.install_target) for layer in self.layers), default=0)
         for layer in self.layers:

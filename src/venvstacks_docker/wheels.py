@@ -30,6 +30,8 @@ from venvstacks_docker.metadata import sha256_file
 
 @dataclass(frozen=True, kw_only=True)
 class WheelRef:
+    """A wheel a lock pins: its name, sha256 and where to get it."""
+
     filename: str
     sha256: str
     url: str | None = None
@@ -38,6 +40,10 @@ class WheelRef:
 
 
 def wheel_ref(entry: dict[str, Any], lock_dir: Path) -> WheelRef:
+    """The wheel a pylock ``wheels`` entry pins; relative paths are relative to ``lock_dir``.
+
+    :raises BuildError: when the entry has no sha256.
+    """
     ref = entry.get("url") or entry.get("path") or ""
     filename = entry.get("name") or ref.rsplit("/", 1)[-1].split("#", 1)[0]
     sha = entry.get("hashes", {}).get("sha256")

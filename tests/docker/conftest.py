@@ -14,13 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from docker_helpers import TEST_LABEL, containers_labelled, runtime_archive
 
 from venvstacks_docker.errors import ContainerError
 from venvstacks_docker.host import images
 from venvstacks_docker.host.engine import connect
-
 
 
 @pytest.fixture(scope="session")

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from docker_helpers import TEST_LABEL, containers_labelled
+
 from venvstacks_docker.errors import ContainerError
 from venvstacks_docker.host.container import KEEP_CONTAINER_ENV, BuilderContainer
 from venvstacks_docker.host.orchestrator import same_path_mounts
@@ -56,15 +56,14 @@ def test_removed_after_an_exception_in_the_host(docker_client, base_image, no_da
     def interrupt(line: str, stream: str) -> None:
         raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
-        with BuilderContainer(
-            docker_client,
-            image=base_image.alias,
-            command=["/bin/sh", "-c", "echo started; sleep 60"],
-            on_output=interrupt,
-            labels=no_dangling_containers,
-        ) as box:
-            box.run()
+    with pytest.raises(KeyboardInterrupt), BuilderContainer(
+        docker_client,
+        image=base_image.alias,
+        command=["/bin/sh", "-c", "echo started; sleep 60"],
+        on_output=interrupt,
+        labels=no_dangling_containers,
+    ) as box:
+        box.run()
 
 
 def test_killed_container_is_reported_and_removed(docker_client, base_image, no_dangling_containers) -> None:  # type: ignore[no-untyped-def]
@@ -78,16 +77,15 @@ def test_killed_container_is_reported_and_removed(docker_client, base_image, no_
             time.sleep(0.1)
 
     killer = threading.Thread(target=kill_when_running)
-    with pytest.raises(ContainerError, match=r"was killed \(SIGKILL, exit 137\)"):
-        with BuilderContainer(
-            docker_client,
-            image=base_image.alias,
-            command=["/bin/sh", "-c", "sleep 60"],
-            on_output=lambda *_: None,
-            labels=no_dangling_containers,
-        ) as box:
-            killer.start()
-            box.run()
+    with pytest.raises(ContainerError, match=r"was killed \(SIGKILL, exit 137\)"), BuilderContainer(
+        docker_client,
+        image=base_image.alias,
+        command=["/bin/sh", "-c", "sleep 60"],
+        on_output=lambda *_: None,
+        labels=no_dangling_containers,
+    ) as box:
+        killer.start()
+        box.run()
     killer.join()
 
 
@@ -206,7 +204,8 @@ def test_network_is_really_disabled(docker_client, builder_image, no_dangling_co
     assert out[1].startswith("connect failed:")
 
 
-def test_same_path_mount_files_belong_to_the_caller(docker_client, base_image, tmp_path, no_dangling_containers) -> None:  # type: ignore[no-untyped-def]
+def test_same_path_mount_files_belong_to_the_caller(  # type: ignore[no-untyped-def]
+        docker_client, base_image, tmp_path, no_dangling_containers) -> None:
     uid, gid = (1234, 1234) if os.geteuid() == 0 else (os.getuid(), os.getgid())
     work = tmp_path / "work"
     work.mkdir()
@@ -252,12 +251,11 @@ def test_same_path_mounts_refuse_system_folders(tmp_path) -> None:  # type: igno
 
 
 def test_missing_image_is_a_clear_error(docker_client, no_dangling_containers) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(ContainerError, match="venvstacks-docker image build"):
-        with BuilderContainer(
-            docker_client, image="venvstacks-docker-builder:0000000000000000", command=["true"],
-            labels=no_dangling_containers,
-        ):
-            pass
+    with pytest.raises(ContainerError, match="venvstacks-docker image build"), BuilderContainer(
+        docker_client, image="venvstacks-docker-builder:0000000000000000", command=["true"],
+        labels=no_dangling_containers,
+    ):
+        pass
 
 
 def test_test_label_is_on_every_container(docker_client, base_image, test_labels) -> None:  # type: ignore[no-untyped-def]

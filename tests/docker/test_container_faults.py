@@ -177,7 +177,7 @@ def test_private_index_credentials_reach_the_container_only_as_a_mounted_file(
         assert not any(e.startswith("UV_INDEX_PRIVATE_") for e in attrs["Config"]["Env"])
         # nothing of the caller's but what the command needs is mounted
         sources = {m["Source"] for m in attrs["Mounts"]}
-        assert str(folder) not in sources and str(Path.home()) not in sources and os.getcwd() not in sources
+        assert str(folder) not in sources and str(Path.home()) not in sources and str(Path.cwd()) not in sources
         assert str(spec) in sources
     finally:
         kept[0].remove(force=True, v=True)

@@ -71,7 +71,7 @@ def test_killed_container_leaves_the_output_folder_as_it_was(
     for container in docker_client.containers.list(filters={"label": f"{LABEL_ROLE}=builder"}):
         if any(m["Destination"] == str(out) for m in container.attrs.get("Mounts", [])):
             container.kill()
-    stdout, stderr = proc.communicate(timeout=300)
+    _stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 6, stderr
     assert "killed" in stderr.lower()
     assert "Traceback" not in stderr

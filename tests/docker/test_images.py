@@ -107,7 +107,8 @@ def test_existing_builder_tag_is_reused(docker_client, builder_image, builder_fi
 
 def test_tool_runs_in_the_builder(docker_client, builder_image, no_dangling_containers) -> None:  # type: ignore[no-untyped-def]
     lines: list[tuple[str, str]] = []
-    code = "import sys, uv, venvstacks_docker; print(venvstacks_docker.__version__, uv.find_uv_bin(), sys.version_info[:2])"
+    code = ("import sys, uv, venvstacks_docker; "
+            "print(venvstacks_docker.__version__, uv.find_uv_bin(), sys.version_info[:2])")
     started = time.monotonic()
     with BuilderContainer(
         docker_client,
@@ -182,7 +183,7 @@ def test_failed_build_reports_the_log_and_leaves_no_images(docker_client, base_i
     step_images = [line[6:].strip() for line in lines if line.startswith(" ---> ") and " " not in line[6:].strip()]
     assert len(step_images) >= 2  # the base, and the layer the first RUN committed
     for short_id in step_images[1:]:
-        with pytest.raises(Exception, match="(?i)no such image"):
+        with pytest.raises(Exception, match=r"(?i)no such image"):
             docker_client.images.get(short_id)
     docker_client.images.get(base_image.image_id)  # the base is never touched
     assert not docker_client.containers.list(all=True, filters={"ancestor": base_image.image_id, "status": "exited"})

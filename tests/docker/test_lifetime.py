@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
 from docker_helpers import TEST_LABEL, containers_labelled
+
 from venvstacks_docker.host.container import BuilderContainer
 from venvstacks_docker.host.orphans import (
     LABEL_KEEP,
@@ -124,7 +124,8 @@ def test_remove_orphans_removes_only_what_it_can_prove(docker_client, base_image
         "a malformed label": ("not a label at all", {}),
         "kept for debugging": (here._replace(pid=2**22 + 1).label(), {LABEL_KEEP: "1"}),
     }
-    made = {what: _labelled_container(docker_client, base_image.alias, test_labels, owner, **extra) for what, (owner, extra) in cases.items()}
+    made = {what: _labelled_container(docker_client, base_image.alias, test_labels, owner, **extra)
+            for what, (owner, extra) in cases.items()}
     # pid reuse: our own pid, but a process that started at another time
     reused = _labelled_container(docker_client, base_image.alias, test_labels, here._replace(start_time="1").label())
     try:
@@ -144,9 +145,11 @@ def test_remove_orphans_removes_only_what_it_can_prove(docker_client, base_image
             container.remove(force=True, v=True)
 
 
-def test_a_live_runs_container_is_never_removed(docker_client, base_image, no_dangling_containers) -> None:  # type: ignore[no-untyped-def]
+def test_a_live_runs_container_is_never_removed(  # type: ignore[no-untyped-def]
+        docker_client, base_image, no_dangling_containers) -> None:
     with BuilderContainer(
-        docker_client, image=base_image.alias, command=["true"], on_output=lambda *_: None, labels=no_dangling_containers
+        docker_client, image=base_image.alias, command=["true"], on_output=lambda *_: None,
+        labels=no_dangling_containers,
     ) as box:
         assert box.container is not None
         assert box.container.name not in remove_orphans(docker_client)

@@ -101,7 +101,7 @@ def _as_non_root_caller(check: Callable[[], None]) -> None:
             os.setuid(65534)
             check()
             code = 0
-        except BaseException as exc:  # report, then leave the child without cleanup
+        except BaseException as exc:  # noqa: BLE001 - report, then leave the child without cleanup
             print(f"non-root check failed: {exc!r}", file=sys.stderr)
         finally:
             os._exit(code)
@@ -219,7 +219,8 @@ def test_a_later_run_repairs_what_a_sigkilled_run_never_gave_back(sandbox_env, t
     assert died.returncode == -9
     assert set(_owners(work).values()) == {SANDBOX}
     # a live run holding the folder is not robbed by the repair of another run ...
-    holder = subprocess.Popen([sys.executable, "-c", _KILLED_HOLDER, str(work), "hold"], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen([sys.executable, "-c", _KILLED_HOLDER, str(work), "hold"],
+                              stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
         with sandbox_ownership([work]):

@@ -13,8 +13,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
 from docker_helpers import containers_labelled
+
 from venvstacks_docker.errors import ContainerError
 from venvstacks_docker.host.container import TMP_SIZE_ENV, BuilderContainer
 from venvstacks_docker.host.orchestrator import same_path_mounts
@@ -84,7 +84,8 @@ def test_root_user_is_refused() -> None:
 def test_sandbox_uid_and_tmp_size_can_be_chosen(docker_client, base_image, no_dangling_containers, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv(SANDBOX_UID_ENV, "4242:4343")
     monkeypatch.setenv(TMP_SIZE_ENV, "64m")
-    code, lines, _box = _run(docker_client, base_image.alias, "id -u; id -g; df -k /tmp | tail -n 1", no_dangling_containers)
+    code, lines, _box = _run(docker_client, base_image.alias, "id -u; id -g; df -k /tmp | tail -n 1",
+                             no_dangling_containers)
     assert code == 0 and lines[:2] == ["4242", "4343"]
     assert lines[2].split()[1] == str(64 * 1024)
 
@@ -127,7 +128,8 @@ def test_outputs_end_up_owned_by_root(docker_client, base_image, tmp_path, no_da
 
 
 @needs_root
-def test_mounts_below_root_home_and_unreadable_files_are_reachable(docker_client, base_image, tmp_path, no_dangling_containers) -> None:  # type: ignore[no-untyped-def]
+def test_mounts_below_root_home_and_unreadable_files_are_reachable(  # type: ignore[no-untyped-def]
+        docker_client, base_image, tmp_path, no_dangling_containers) -> None:
     # root's cache lives in /root/.cache, but the image's /root is 0700 root-only
     project = Path(tempfile.mkdtemp(prefix="venvstacks-docker-test-", dir="/root"))
     secret = tmp_path / "credentials"
@@ -155,11 +157,10 @@ def test_handed_over_folders_come_back_when_creating_fails(docker_client, tmp_pa
     work = tmp_path / "work"
     work.mkdir()
     (work / "file").write_text("x")
-    with pytest.raises(ContainerError, match="venvstacks-docker image build"):
-        with BuilderContainer(
-            docker_client, image="venvstacks-docker-builder:0000000000000000", command=["true"],
-            mounts=same_path_mounts({work: False}), labels=no_dangling_containers,
-        ):
-            pass
+    with pytest.raises(ContainerError, match="venvstacks-docker image build"), BuilderContainer(
+        docker_client, image="venvstacks-docker-builder:0000000000000000", command=["true"],
+        mounts=same_path_mounts({work: False}), labels=no_dangling_containers,
+    ):
+        pass
     assert {(os.lstat(p).st_uid, os.lstat(p).st_gid) for p in (work, work / "file")} == {(0, 0)}
     assert containers_labelled(docker_client, no_dangling_containers) == []

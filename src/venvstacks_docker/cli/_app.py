@@ -44,8 +44,9 @@ def _version_callback(value: bool) -> None:
 def _root(
     version: Annotated[bool, typer.Option("--version", "-V", callback=_version_callback, is_eager=True,
                                           help="Show the version and exit.")] = False,
-    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True,
-                                         help="More detail: commands run, image builds (-vv: libraries' debug logs).")] = 0,
+    verbose: Annotated[int, typer.Option(
+        "--verbose", "-v", count=True,
+        help="More detail: commands run, image builds (-vv: libraries' debug logs).")] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors and results.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show a traceback for every error.")] = False,
 ) -> None:

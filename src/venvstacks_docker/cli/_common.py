@@ -44,7 +44,8 @@ IncludeOpt = Annotated[list[str] | None, typer.Option(
     "--include", metavar="PATTERN", rich_help_panel=SELECT,
     help="Only layers whose name matches (fnmatch, e.g. 'app-*'); repeatable.")]
 AllowMissingOpt = Annotated[bool, typer.Option(
-    "--allow-missing", rich_help_panel=SELECT, help="Warn instead of failing when an --include pattern matches nothing.")]
+    "--allow-missing", rich_help_panel=SELECT,
+    help="Warn instead of failing when an --include pattern matches nothing.")]
 JsonOpt = Annotated[bool, typer.Option(
     "--json", rich_help_panel=SHOW,
     help="JSON on stdout: alone, the selection without running anything; with --show, the results.")]

@@ -14,6 +14,7 @@ from venvstacks_docker.errors import Interrupted, VerifyError
 
 
 def register(app: typer.Typer) -> None:
+    """Add the commands that work on publish outputs (``verify``, ``deploy``) to ``app``."""
     app.command()(verify)
     app.command()(deploy)
 
@@ -44,7 +45,8 @@ def deploy(
     manifest: Annotated[Path | None, typer.Option(
         metavar="FILE", help="Which manifest to deploy when __venvstacks__/ has several (one per platform).")] = None,
     python: Annotated[str | None, typer.Option(
-        metavar="PYTHON", help="Interpreter to run postinstall.py with (default: each layer's deployed runtime).")] = None,
+        metavar="PYTHON",
+        help="Interpreter to run postinstall.py with (default: each layer's deployed runtime).")] = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Unpack published archives side by side and run each layer's postinstall.py."""

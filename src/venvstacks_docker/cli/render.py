@@ -34,9 +34,9 @@ def stack_json(spec: StackSpec, names: list[str], ops: dict[str, list[str]] | No
     chosen = set(names)
     return {
         "spec_name": str(spec.path),
-        "runtimes": [_layer_json(spec, l, ops) for l in spec.runtimes if l.env_name in chosen],
-        "frameworks": [_layer_json(spec, l, ops) for l in spec.frameworks if l.env_name in chosen],
-        "applications": [_layer_json(spec, l, ops) for l in spec.applications if l.env_name in chosen],
+        "runtimes": [_layer_json(spec, layer, ops) for layer in spec.runtimes if layer.env_name in chosen],
+        "frameworks": [_layer_json(spec, layer, ops) for layer in spec.frameworks if layer.env_name in chosen],
+        "applications": [_layer_json(spec, layer, ops) for layer in spec.applications if layer.env_name in chosen],
     }
 
 
@@ -46,7 +46,7 @@ def print_tree(spec: StackSpec, names: list[str], ops: dict[str, list[str]] | No
     chosen = set(names)
     for title, group in (("Runtimes", spec.runtimes), ("Frameworks", spec.frameworks),
                          ("Applications", spec.applications)):
-        layers = [l for l in group if l.env_name in chosen]
+        layers = [layer for layer in group if layer.env_name in chosen]
         if not layers:
             continue
         branch = tree.add(title)
@@ -94,6 +94,7 @@ def _table(*columns: str, right: tuple[str, ...] = ()) -> Table:
 
 
 def print_locks(spec: StackSpec, rows: list[dict[str, Any]]) -> None:
+    """Print the lock results of ``lock`` as a table."""
     table = _table("layer", "status", "locked at", "lock file")
     for row in rows:
         table.add_row(escape(row["layer_name"]), row["status"], str(row["locked_at"] or ""),
@@ -123,6 +124,7 @@ def print_publication(published: dict[str, Any]) -> None:
 
 
 def print_export(exported: dict[str, Any]) -> None:
+    """Print where ``local-export`` put each layer, as a table."""
     folder = Path(exported["output_dir"])
     out.print(f"Exported to {escape(str(folder))}")
     table = _table("layer", "folder", "status")

@@ -16,9 +16,28 @@ from venvstacks_docker import platforms as _plat
 from venvstacks_docker import preflight
 from venvstacks_docker.cli import render
 from venvstacks_docker.cli._common import (
-    BUILDING, LOCKING, OUTPUT, SELECT, AllowMissingOpt, BaseImageOpt, BuildDirOpt, IncludeOpt, IndexOpt,
-    JsonOpt, LocalWheelsOpt, NativeOpt, ResetLockOpt, RuntimeSourceOpt, ShowOnlyOpt, ShowOpt, SpecArg,
-    absolute_source, emit_json, in_container, load, resolve_dir,
+    BUILDING,
+    LOCKING,
+    OUTPUT,
+    SELECT,
+    AllowMissingOpt,
+    BaseImageOpt,
+    BuildDirOpt,
+    IncludeOpt,
+    IndexOpt,
+    JsonOpt,
+    LocalWheelsOpt,
+    NativeOpt,
+    ResetLockOpt,
+    RuntimeSourceOpt,
+    ShowOnlyOpt,
+    ShowOpt,
+    SpecArg,
+    absolute_source,
+    emit_json,
+    in_container,
+    load,
+    resolve_dir,
 )
 from venvstacks_docker.errors import SpecError
 from venvstacks_docker.execute import Outcome, run_plan
@@ -35,6 +54,7 @@ PublishDerivedOpt = Annotated[bool, typer.Option("--publish-derived", rich_help_
 
 
 def register(app: typer.Typer) -> None:
+    """Add the stage commands (``show``, ``lock``, ``build``, ``publish``, ``local-export``) to ``app``."""
     app.command()(show)
     app.command()(lock)
     app.command()(build)
@@ -134,8 +154,9 @@ def build(
     lock_: Annotated[bool, typer.Option("--lock", hidden=True, help="Old name of --lock-if-needed.")] = False,
     do_build: Annotated[bool, typer.Option("--build/--no-build", rich_help_panel=BUILDING,
                                            help="Build the selected environments.")] = True,
-    publish_: Annotated[bool, typer.Option("--publish", rich_help_panel=OUTPUT,
-                                           help="Also publish archives (otherwise a publish dry run is shown).")] = False,
+    publish_: Annotated[bool, typer.Option(
+        "--publish", rich_help_panel=OUTPUT,
+        help="Also publish archives (otherwise a publish dry run is shown).")] = False,
     index: IndexOpt = True,
     local_wheels: LocalWheelsOpt = None,
     tag_outputs: TagOutputsOpt = False,
@@ -144,8 +165,9 @@ def build(
     allow_missing: AllowMissingOpt = False,
     lock_dependencies: Annotated[bool, typer.Option("--lock-dependencies", rich_help_panel=SELECT,
                                                     help="Also relock the layers the selected ones need.")] = False,
-    build_dependencies: Annotated[bool, typer.Option("--build-dependencies", rich_help_panel=SELECT,
-                                                     help="Rebuild, not just bring up to date, the layers the selected ones need.")] = False,
+    build_dependencies: Annotated[bool, typer.Option(
+        "--build-dependencies", rich_help_panel=SELECT,
+        help="Rebuild, not just bring up to date, the layers the selected ones need.")] = False,
     publish_dependencies: PublishDependenciesOpt = False,
     include_dependencies: Annotated[bool, typer.Option(
         "--include-dependencies", rich_help_panel=SELECT,
@@ -213,10 +235,13 @@ def publish(
 def local_export(
     spec_path: SpecArg,
     build_dir: BuildDirOpt = "_build",
-    output_dir: Annotated[str, typer.Option("--output-dir", rich_help_panel=OUTPUT,
-                                            help="Where the environments are exported, relative to the stack file's folder.")] = "_export",
-    force: Annotated[bool, typer.Option("--force", rich_help_panel=OUTPUT, help="Export again even if unchanged.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", rich_help_panel=OUTPUT, help="The same as --show-only.")] = False,
+    output_dir: Annotated[str, typer.Option(
+        "--output-dir", rich_help_panel=OUTPUT,
+        help="Where the environments are exported, relative to the stack file's folder.")] = "_export",
+    force: Annotated[bool, typer.Option("--force", rich_help_panel=OUTPUT,
+                                        help="Export again even if unchanged.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", rich_help_panel=OUTPUT,
+                                          help="The same as --show-only.")] = False,
     include: IncludeOpt = None,
     allow_missing: AllowMissingOpt = False,
     publish_dependencies: PublishDependenciesOpt = False,

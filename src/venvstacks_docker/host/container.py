@@ -91,7 +91,7 @@ _KILL_SIGNALS: Final = {137: "SIGKILL", 143: "SIGTERM", 130: "SIGINT"}
 
 
 class Mount(NamedTuple):
-    """A bind mount: host folder or file, where it appears in the container, read-only?"""
+    """A bind mount: host folder or file, where it appears in the container, whether read-only."""
 
     host_path: Path
     container_path: str
@@ -415,6 +415,7 @@ class BuilderContainer:
 
     @property
     def id(self) -> str:
+        """The container's id (only while entered)."""
         if self.container is None:
             raise RuntimeError("BuilderContainer is not entered")
         return str(self.container.id)
@@ -426,6 +427,7 @@ class BuilderContainer:
             kill``, the OOM killer, an engine restart) or cannot be started.
         """
         import docker
+        from docker.utils.socket import demux_adaptor, frames_iter
 
         if self.container is None:
             raise RuntimeError("BuilderContainer.run() needs `with BuilderContainer(...)`")
@@ -436,11 +438,11 @@ class BuilderContainer:
             # container's stdin open until we are done with it (never writing to it):
             # when this process dies, the engine closes it and the container stops.
             output = self.client.api.attach_socket(
-                container.id, params={"stdout": 1, "stderr": 1, "stream": 1, "logs": 1})
-            self._stdin = self.client.api.attach_socket(container.id, params={"stdin": 1, "stream": 1})
+                self.id, params={"stdout": 1, "stderr": 1, "stream": 1, "logs": 1})
+            self._stdin = self.client.api.attach_socket(self.id, params={"stdin": 1, "stream": 1})
             container.start()
-            self._pump(docker.utils.socket.demux_adaptor(*frame)
-                       for frame in docker.utils.socket.frames_iter(output, tty=False))
+            frames = frames_iter(output, tty=False)  # type: ignore[no-untyped-call]  # unannotated in types-docker
+            self._pump(demux_adaptor(*frame) for frame in frames)
             result = container.wait()
         except docker.errors.APIError as exc:
             raise ContainerError(

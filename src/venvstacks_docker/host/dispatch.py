@@ -215,7 +215,8 @@ def run_plan_in_container(plan: Plan, spec: StackSpec, *, base_image: str | None
     :raises RemoteError: for an error of the run inside (same message and exit code).
     :raises Interrupted: on Ctrl-C or SIGTERM, saying what the output folder kept.
     """
-    locks = work_locks(requirements_dir=spec.requirements_dir if plan.lock else None, build_dir=plan.build_dir if plan.writes_build else None,
+    locks = work_locks(requirements_dir=spec.requirements_dir if plan.lock else None,
+                       build_dir=plan.build_dir if plan.writes_build else None,
                        output_dir=plan.output_dir if plan.writes_output else None,
                        output_what="the export folder" if plan.command == "local-export" else "the output folder")
     with hold(locks, command=plan.command, say=ui.current().note):
@@ -255,8 +256,9 @@ def _run_with_client(plan: Plan, spec: StackSpec, *, base_image: str | None, loc
     argv = ["-v"] * max(reporter.verbosity, 0) + (["-q"] if reporter.verbosity < 0 else [])
     replayer = ui.Replayer(reporter)
     try:
-        with (_credentials_mount(spec) if plan.needs_network else contextlib.nullcontext(({}, []))) as (
-                auth_env, auth_mounts):
+        auth: contextlib.AbstractContextManager[tuple[dict[str, str], list[Mount]]] = (
+            _credentials_mount(spec) if plan.needs_network else contextlib.nullcontext(({}, [])))
+        with auth as (auth_env, auth_mounts):
             if plan.needs_network:
                 net_env, net_mounts = network_passthrough()
                 env.update(net_env, **auth_env)

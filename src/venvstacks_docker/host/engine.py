@@ -117,21 +117,22 @@ def connect(*, timeout: int = 120) -> docker.DockerClient:
     :raises ContainerError: when the SDK is missing, nothing answers, access is denied or
         the engine is too old.
     """
-    docker = _import_docker()
+    sdk = _import_docker()
     host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-    if host.startswith("unix://") and not os.path.exists(host.removeprefix("unix://")):
+    # os.path.exists: False, not an exception, for a path it may not even stat
+    if host.startswith("unix://") and not os.path.exists(host.removeprefix("unix://")):  # noqa: PTH110
         # say so at once (docker-py would also leave its half-open socket behind)
         raise _explain_connect_failure(FileNotFoundError(f"no socket at {host}"))
     try:
-        client = docker.from_env(timeout=timeout)
-    except docker.errors.DockerException as exc:
+        client: docker.DockerClient = sdk.from_env(timeout=timeout)
+    except sdk.errors.DockerException as exc:
         # from_env negotiates the API version, so an unreachable engine fails here.
         raise _explain_connect_failure(exc.__cause__ or exc.__context__ or exc) from None
     except OSError as exc:
         raise _explain_connect_failure(exc) from None
     try:
         client.ping()
-    except (docker.errors.DockerException, OSError) as exc:
+    except (sdk.errors.DockerException, OSError) as exc:
         client.close()
         raise _explain_connect_failure(exc) from None
     check_engine(client)

@@ -63,7 +63,8 @@ def same_path_mounts(paths: Mapping[Path, bool]) -> list[Mount]:
     """
     merged: dict[str, bool] = {}
     for raw, read_only in paths.items():
-        absolute = os.path.normpath(os.path.abspath(os.fspath(raw)))
+        # lexical, as the mount sees it: Path.resolve() would follow symlinks
+        absolute = os.path.normpath(os.path.abspath(os.fspath(raw)))  # noqa: PTH100
         if not Path(absolute).exists():
             raise ContainerError(
                 f"cannot mount {absolute} into the builder container: it does not exist",
@@ -134,7 +135,7 @@ def run_in_builder(
     client = client or connect()
     mount_list = [Mount(Path(m[0]), str(m[1]), bool(m[2])) for m in mounts]
     if working_dir is None:
-        cwd = os.getcwd()
+        cwd = str(Path.cwd())
         working_dir = cwd if any(_is_within(cwd, m.container_path) for m in mount_list) else "/tmp"
     environment = {
         "VENVSTACKS_DOCKER_IN_CONTAINER": "1",

@@ -25,6 +25,7 @@ container kept on purpose with ``VENVSTACKS_DOCKER_KEEP_CONTAINER``) is left alo
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Final, NamedTuple
 
 from venvstacks_docker.errors import ContainerError
@@ -51,7 +52,7 @@ def truthy(value: str | None) -> bool:
 
 def _read(path: str) -> str | None:
     try:
-        with open(path, encoding="ascii", errors="replace") as handle:
+        with Path(path).open(encoding="ascii", errors="replace") as handle:
             return handle.read().strip()
     except OSError:
         return None
@@ -73,7 +74,7 @@ def process_start_time(pid: int) -> str | None:
 
 def _pid_namespace() -> str:
     try:
-        link = os.readlink("/proc/self/ns/pid")  # "pid:[4026531836]"
+        link = str(Path("/proc/self/ns/pid").readlink())  # "pid:[4026531836]"
     except OSError:
         return _UNKNOWN
     digits = "".join(ch for ch in link if ch.isdigit())

@@ -314,7 +314,7 @@ def sandbox_ownership(folders: Iterable[Path | str]) -> Iterator[tuple[int, int]
         for fd, folder in reversed(held):
             try:
                 _release(fd, folder)
-            except BaseException as exc:  # give back the others anyway
+            except BaseException as exc:  # noqa: BLE001 - give back the others anyway
                 errors.append(exc)
         if errors:
             raise errors[0]

@@ -22,6 +22,7 @@ re-exported here, where callers import them from.
 
 from __future__ import annotations
 
+from venvstacks_docker.metadata import sha256_file
 from venvstacks_docker.runtime_build.build import build_runtime
 from venvstacks_docker.runtime_build.compile import compile_source, fetch_source
 from venvstacks_docker.runtime_build.package import (
@@ -61,7 +62,6 @@ from venvstacks_docker.runtime_build.relocate import (
     remove_bytecode,
     smoke_test,
 )
-from venvstacks_docker.runtimes import sha256_file
 
 __all__ = [
     "BUILD_DEPENDENCIES", "BUILD_PLATFORMS", "BUILD_TAG", "DISABLED_MODULES", "GLIBC_SONAME",

@@ -87,4 +87,6 @@ def copy_out(archive: Path, output_dir: Path | None) -> Path:
 
 
 def read_sidecar(archive: Path) -> dict[str, object]:
-    return json.loads(archive.with_name(archive.name + ".json").read_text())
+    """The JSON sidecar (``<archive>.json``) written next to a runtime archive."""
+    data: dict[str, object] = json.loads(archive.with_name(archive.name + ".json").read_text())
+    return data

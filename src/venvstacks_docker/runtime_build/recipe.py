@@ -38,6 +38,8 @@ BUILD_PLATFORMS = ("linux_x86_64", "linux_aarch64")
 
 @dataclass(frozen=True)
 class SourcePin:
+    """A CPython source tarball, pinned by size and sha256."""
+
     version: str
     url: str
     sha256: str
@@ -128,6 +130,7 @@ def host_triple() -> str:
 
 
 def archive_filename(version: str, triple: str | None = None) -> str:
+    """The file name of the runtime archive for ``version`` (and a target triple)."""
     return f"cpython-{version}+{BUILD_TAG}-{triple or host_triple()}-install_only.tar.gz"
 
 
@@ -228,10 +231,12 @@ def build_inputs(version: str) -> dict[str, object]:
 
 
 def inputs_digest(inputs: dict[str, object]) -> str:
+    """The sha256 of the build inputs, as canonical JSON."""
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
 
 def configure_args(version: str) -> list[str]:
+    """The ``./configure`` arguments for CPython ``version``."""
     args = [
         f"--prefix={INSTALL_PREFIX}",
         "--with-ensurepip=install",

@@ -152,6 +152,7 @@ def _relocatable_scripts(bindir: Path, exe: str) -> None:
 
 
 def remove_bytecode(tree: Path) -> None:
+    """Delete every ``__pycache__`` folder and ``.pyc``/``.pyo`` file below ``tree``."""
     for cache_dir in sorted(tree.rglob("__pycache__"), reverse=True):
         shutil.rmtree(cache_dir)
     for pyc in tree.rglob("*.py[co]"):
@@ -159,6 +160,7 @@ def remove_bytecode(tree: Path) -> None:
 
 
 def leftover_build_paths(tree: Path, build_dir: Path) -> list[str]:
+    """Files below ``tree`` that still contain the build folder's path."""
     needle = str(build_dir).encode()
     hits = []
     for path in sorted(tree.rglob("*")):

@@ -116,7 +116,7 @@ def resolve_base_image(client: docker.DockerClient, choice: BaseImageChoice, tar
                 "`venvstacks-docker image bootstrap-base`, or make the image available "
                 f"yourself (`docker pull {choice.reference}` where a registry is reachable, "
                 "or `docker load`) and pass its ID or local tag with --base-image; see "
-                "docs/how-to/registry-less-base-image.md"
+                "`venvstacks-docker image bootstrap-base --help`"
             ),
         )
     arch = str(image.attrs.get("Architecture", ""))

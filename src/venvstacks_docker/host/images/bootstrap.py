@@ -34,6 +34,7 @@ from venvstacks_docker.host.images.common import (
     ProgressCallback,
     check_target,
     host_target,
+    id_of,
     ignore_progress,
     image_or_none,
     remove_images,
@@ -80,6 +81,7 @@ def base_inputs(
 
 
 def base_tag(inputs: Mapping[str, Any]) -> str:
+    """The tag of the base image built from ``inputs``: the suite plus a digest of all inputs."""
     canonical = json.dumps(inputs, sort_keys=True, separators=(",", ":")).encode()
     return f"{BASE_REPOSITORY}:{inputs['suite']}-{hashlib.sha256(canonical).hexdigest()[:12]}"
 
@@ -92,7 +94,7 @@ def _mounts_below(root: Path) -> list[str]:
     prefix = os.path.realpath(root)
     found = []
     try:
-        with open("/proc/self/mounts", encoding="utf-8") as fh:
+        with Path("/proc/self/mounts").open(encoding="utf-8") as fh:
             for line in fh:
                 point = line.split()[1].replace("\\040", " ")
                 if point == prefix or point.startswith(prefix + "/"):
@@ -249,20 +251,20 @@ def bootstrap_base(
     if existing is not None and not force:
         if image_or_none(client, job.alias) is None:
             existing.tag(*job.alias.split(":", 1))
-        on_progress(f"{job.tag} already exists ({existing.id[:19]}); nothing to do")
-        return job.result(existing.id, created=False)
+        on_progress(f"{job.tag} already exists ({id_of(existing)[:19]}); nothing to do")
+        return job.result(id_of(existing), created=False)
 
     debootstrap = _check_bootstrap_prerequisites(target)
     # One bootstrap of a tag at a time; the second waits, then finds the image made.
     with cache_lock(f"base-{job.tag.split(':', 1)[1]}"):
         existing = image_or_none(client, job.tag)
         if existing is not None and not force:
-            return job.result(existing.id, created=False)
+            return job.result(id_of(existing), created=False)
         image = _bootstrap_and_import(client, job, debootstrap, on_progress)
         if existing is not None and existing.id != image.id:
-            remove_images(client, [existing.id], keep=set())
-        on_progress(f"created {job.tag} and {job.alias} ({image.id[:19]})")
-        return job.result(image.id, created=True, inputs={**inputs, "mirror": mirror})
+            remove_images(client, [id_of(existing)], keep=set())
+        on_progress(f"created {job.tag} and {job.alias} ({id_of(image)[:19]})")
+        return job.result(id_of(image), created=True, inputs={**inputs, "mirror": mirror})
 
 
 def _bootstrap_and_import(client: docker.DockerClient, job: _Bootstrap, debootstrap: str,

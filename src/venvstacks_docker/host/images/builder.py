@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 import uuid
@@ -35,6 +34,7 @@ from venvstacks_docker.host.images.common import (
     ProgressCallback,
     check_target,
     host_target,
+    id_of,
     ignore_progress,
     image_or_none,
     remove_images,
@@ -169,7 +169,7 @@ def _stream_build(
     except BaseException:
         remove_images(client, log.step_images, keep)
         raise
-    return log.image_id if log.image_id is not None else client.images.get(tag).id
+    return log.image_id if log.image_id is not None else id_of(client.images.get(tag))
 
 
 # --------------------------------------------------------------------------- memo
@@ -199,7 +199,7 @@ def _memo_store(memo: Path, image: BuilderImage) -> None:
     tmp = memo.with_suffix(f".tmp-{uuid.uuid4().hex[:16]}")
     payload = {"tag": image.tag, "image_id": image.image_id, "inputs": image.inputs}
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, memo)
+    tmp.replace(memo)
 
 
 def _existing_builder(client: docker.DockerClient, tag: str) -> BuilderImage | None:
@@ -210,7 +210,7 @@ def _existing_builder(client: docker.DockerClient, tag: str) -> BuilderImage | N
         inputs = json.loads(image.labels.get(LABEL_INPUTS, "{}"))
     except json.JSONDecodeError:
         inputs = {}
-    return BuilderImage(tag=tag, image_id=image.id, inputs=inputs)
+    return BuilderImage(tag=tag, image_id=id_of(image), inputs=inputs)
 
 
 # --------------------------------------------------------------------------- ensure_builder_image
@@ -259,7 +259,7 @@ def ensure_builder_image(
     client = client or connect()
     choice = choose_base_image(target, cli=base_image, spec=spec_base_image, client=client)
     base = resolve_base_image(client, choice, target)
-    on_progress(f"base image: {choice.reference} ({choice.source}, {base.id[:19]})")
+    on_progress(f"base image: {choice.reference} ({choice.source}, {id_of(base)[:19]})")
     if runtime_archive is not None:
         runtime_path, runtime_sha = Path(runtime_archive), sha256_file(Path(runtime_archive))
     else:
@@ -271,7 +271,7 @@ def ensure_builder_image(
     # (Skipped with an explicit wheel: its bytes are the input then.)
     memo = None
     if tool_wheel is None:
-        memo = _memo_path(target, base.id, runtime_sha, tool_fingerprint())
+        memo = _memo_path(target, id_of(base), runtime_sha, tool_fingerprint())
         known = None if force else _memo_lookup(client, memo)
         if known is not None:
             on_progress(f"builder image {known.tag} already exists ({known.image_id[:19]})")
@@ -294,7 +294,7 @@ def _make_image(client: docker.DockerClient, plan: _Plan, work: Path, tool_wheel
     install_site(wheel, plan.target, ctx / "site", ctx / "bin")
     dockerfile = render_dockerfile(builder_context(
         target=plan.target,
-        base_image=plan.base.id,
+        base_image=id_of(plan.base),
         base_image_ref=plan.choice.reference,
         runtime_archive=plan.runtime_path.name,
     ))
@@ -321,7 +321,7 @@ def _make_image(client: docker.DockerClient, plan: _Plan, work: Path, tool_wheel
         },
         nocache=plan.force,
         platform_name=None if plan.target == host_target() else f"linux/{ENGINE_ARCH[plan.target]}",
-        keep={plan.base.id, plan.base.short_id.removeprefix("sha256:")},
+        keep={id_of(plan.base), plan.base.short_id.removeprefix("sha256:")},
         on_progress=plan.on_progress,
     )
     if existing is not None and existing.image_id != image_id:

@@ -11,6 +11,7 @@ from venvstacks_docker.platforms import arch_of, current_platform
 if TYPE_CHECKING:
     import docker
     from docker.models.images import Image
+    from docker.models.resource import Model
 
 ProgressCallback = Callable[[str], None]
 
@@ -41,8 +42,17 @@ INPUTS_VERSION: Final = 1
 FIXED_MTIME: Final = 315532800
 
 
+def id_of(model: Model) -> str:
+    """The engine's id of an image (or container) it returned: always set, though the
+    SDK's types say it may be missing."""
+    found = model.id
+    if found is None:
+        raise ContainerError(f"the container engine returned {model!r} without an id")
+    return found
+
+
 def ignore_progress(_line: str) -> None:
-    pass
+    """A progress callback that shows nothing."""
 
 
 def check_target(target: str) -> str:
@@ -98,7 +108,7 @@ def remove_images(client: docker.DockerClient, image_ids: list[str], keep: set[s
             image = client.images.get(image_id)
             if image.tags:
                 continue
-            client.images.remove(image.id, noprune=False)
+            client.images.remove(id_of(image), noprune=False)
         except docker.errors.DockerException:
             # In use as a cached layer of another image, or already gone: leave it.
             pass

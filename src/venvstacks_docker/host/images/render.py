@@ -18,6 +18,7 @@ from venvstacks_docker.host.images.common import (
     TOOL_PYTHON_VERSION,
     TOOL_ROOT,
     check_target,
+    id_of,
     image_or_none,
 )
 from venvstacks_docker.resources import dockerfiles_dir
@@ -55,7 +56,7 @@ def builder_context(
 
 
 def render_dockerfile(context: Mapping[str, object], *, template: str = TEMPLATE) -> bytes:
-    """Render a template from ``Dockerfiles/`` to bytes (UTF-8, ``\\n`` line ends).
+    r"""Render a template from ``Dockerfiles/`` to bytes (UTF-8, ``\n`` line ends).
 
     The same context always gives the same bytes.  A variable the template uses but the
     context lacks raises :class:`ContainerError` instead of rendering as empty text.
@@ -106,7 +107,7 @@ def render_for_target(
     if client is not None:
         image = image_or_none(client, choice.reference)
         if image is not None:
-            from_ref = image.id
+            from_ref = id_of(image)
     arch = {"linux_x86_64": "x86_64", "linux_aarch64": "aarch64"}[target]
     context = builder_context(
         target=target,

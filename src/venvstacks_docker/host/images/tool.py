@@ -46,7 +46,7 @@ def find_runtime_archive(target: str) -> tuple[Path, str]:
             f"builder images need the CPython {TOOL_PYTHON_VERSION} runtime archive for "
             f"{target}, and none is available offline:\n{exc}",
             hint=(
-                f"build it with `scripts/build-python-runtime --version {TOOL_PYTHON_VERSION}` "
+                f"build it with `venvstacks-docker runtime build --python-version {TOOL_PYTHON_VERSION}` "
                 "(or `venvstacks-docker runtime build`), or put an install_only archive in a "
                 "folder named by VENVSTACKS_DOCKER_RUNTIME_SOURCES"
             ),
