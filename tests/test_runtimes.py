@@ -216,7 +216,7 @@ def test_upstream_without_such_build_suggests_building() -> None:
     with pytest.raises(RuntimeArchiveError) as excinfo:
         acquire_runtime(REQUEST)
     assert "has no build" in str(excinfo.value)
-    assert "build-python-runtime" in str(excinfo.value)
+    assert "venvstacks-docker runtime build" in str(excinfo.value)
 
 
 @pytest.mark.parametrize(
