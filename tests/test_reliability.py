@@ -260,3 +260,21 @@ def test_disk_full_while_writing_metadata_keeps_the_old_publication(
     assert cli("verify", out).returncode == 0
     publish(published_sample, out, NEW_EPOCH)
     assert state(out) == versions["new"]
+
+
+@pytest.mark.parametrize("tagged", [False, True])
+def test_a_forced_rebuild_with_the_same_bytes_keeps_its_build_number(
+    published_sample: Published, tmp_path: Path, tagged: bool
+) -> None:
+    out = tmp_path / "out"
+    extra = ("--tag-outputs",) if tagged else ()
+    publish(published_sample, out, OLD_EPOCH, *extra)
+    before = state(out)
+    result = publish(published_sample, out, OLD_EPOCH, "--force", *extra)
+    assert "built" in result.stdout  # really rebuilt...
+    assert state(out) == before  # ...to the same bytes: same names, same archive_build, same metadata
+    assert leftovers(out) == []
+    # new bytes do get a new number (and, tagged, a new name beside the old archive)
+    publish(published_sample, out, NEW_EPOCH, *extra)
+    manifest = (out / "__venvstacks__" / ("venvstacks-linux_x86_64.json" if tagged else "venvstacks.json")).read_text()
+    assert manifest.count('"archive_build": 2') == 3

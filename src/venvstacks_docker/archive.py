@@ -43,6 +43,7 @@ from venvstacks_docker import _tar
 from venvstacks_docker._xz import _check_cancel, _ChunkedXzWriter, _Stop
 from venvstacks_docker.errors import PublishError
 from venvstacks_docker.extract import safe_extract
+from venvstacks_docker.platforms import usable_cpus
 
 __all__ = [
     "XZ_CHUNK_SIZE",
@@ -207,7 +208,7 @@ def write_archive(
     """Pack ``src_dir`` into ``archive_path`` so that it unpacks as ``root_name/``.
 
     ``mtime`` (an integer, e.g. ``SOURCE_DATE_EPOCH``) is stored for every member.
-    ``threads`` (default ``os.cpu_count()``) only affects speed, never the bytes.
+    ``threads`` (default: the CPUs this process may use) only affects speed, never the bytes.
     ``chunk_size`` is the tar.xz chunk size (see ``XZ_CHUNK_SIZE``; changing it
     changes the bytes).  ``progress``, if given, is called with the number of
     uncompressed bytes processed so far.  ``cancel``, if given, lets another thread
@@ -225,7 +226,7 @@ def write_archive(
     src_dir = Path(src_dir)
     archive_path = Path(archive_path)
     _check_args(src_dir, archive_path, root_name, mtime, fmt, chunk_size)
-    threads = max(1, int((os.cpu_count() or 1) if threads is None else threads))
+    threads = max(1, int(usable_cpus() if threads is None else threads))
 
     try:
         archive_path.parent.mkdir(parents=True, exist_ok=True)

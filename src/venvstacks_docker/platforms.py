@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform as _platform
 import sys
 from collections.abc import Iterable
@@ -13,6 +14,18 @@ from packaging.utils import parse_wheel_filename
 from venvstacks_docker.errors import SpecError
 
 _ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity, not the machine's count).
+
+    ``taskset``, cgroups cpusets and ``docker run --cpuset-cpus`` all narrow it; thread
+    pools sized by it do not oversubscribe a restricted process.
+    """
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # no affinity API (macOS, Windows)
+        return max(1, os.cpu_count() or 1)
 
 
 def current_platform() -> str:

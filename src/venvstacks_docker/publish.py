@@ -223,6 +223,8 @@ class _Plan:
     archive: Path
     reuse: bool
     note: str | None = None
+    previous: dict[str, Any] | None = None
+    """The layer's previous metadata in this folder (same lock version), if any."""
 
 
 def _unproven(path: Path, previous: dict[str, Any]) -> str | None:
@@ -266,7 +268,8 @@ def _plan_layer(ctx: _build.BuildContext, layer: LayerSpec, out: Path, *, tag_ou
         else f"{base['install_target']}{suffix}"
     metadata = {**base, "archive_build": archive_build, "archive_name": name, "target_platform": plat,
                 "venvstacks_docker": ours}
-    plan = _Plan(layer=layer, metadata=metadata, archive=out / name, reuse=False)
+    plan = _Plan(layer=layer, metadata=metadata, archive=out / name, reuse=False,
+                 previous=previous if same_lock and previous.get("target_platform") == plat else None)
     candidate = same_inputs and not force and previous.get("archive_name") == name
     return plan, (previous if candidate else None)
 
@@ -297,7 +300,7 @@ def plan_publication(ctx: _build.BuildContext, layers: list[LayerSpec], out: Pat
         why = verdicts[id(plan)]
         if why is not None:
             plans.append(_Plan(layer=plan.layer, metadata=plan.metadata, archive=plan.archive, reuse=False,
-                               note=f"rebuilding {plan.layer.env_name}: {why}"))
+                               note=f"rebuilding {plan.layer.env_name}: {why}", previous=plan.previous))
             continue
         ours = {**plan.metadata["venvstacks_docker"],
                 "archive_tar_sha256": (previous.get("venvstacks_docker") or {}).get("archive_tar_sha256")}
@@ -333,8 +336,32 @@ def _archive_one(ctx: _build.BuildContext, plan: _Plan, txn: OutputTransaction, 
     ours = {**metadata["venvstacks_docker"], "archive_tar_sha256": result.tar_sha256}
     metadata = {**metadata, "archive_size": result.size, "archive_hashes": {"sha256": result.sha256},
                 "venvstacks_docker": ours}
-    return PublishedLayer(layer=plan.layer, metadata=metadata, archive=plan.archive, status="built",
-                          note=plan.note)
+    archive = plan.archive
+    if _same_bytes_as_before(plan.previous, result.sha256):
+        archive = _keep_previous_build(plan, txn, metadata)
+    return PublishedLayer(layer=plan.layer, metadata=metadata, archive=archive, status="built", note=plan.note)
+
+
+def _same_bytes_as_before(previous: dict[str, Any] | None, sha256: str) -> bool:
+    return bool(previous) and (previous or {}).get("archive_hashes", {}).get("sha256") == sha256
+
+
+def _keep_previous_build(plan: _Plan, txn: OutputTransaction, metadata: dict[str, Any]) -> Path:
+    """A rebuilt archive with the previous bytes keeps the previous ``archive_build`` and name.
+
+    (A forced or clean rebuild, or one after an input that turned out not to matter,
+    is the same archive: numbering it anew would give one content two names.)
+    """
+    previous = plan.previous or {}
+    name = str(previous["archive_name"])
+    metadata["archive_build"], metadata["archive_name"] = previous["archive_build"], name
+    old = txn.out / name
+    if old.is_file() and old.stat().st_size == metadata["archive_size"] and \
+            sha256_file(old) == metadata["archive_hashes"]["sha256"]:
+        txn.forget(plan.archive.name)  # the file already there is this very archive
+    elif name != plan.archive.name:
+        txn.rename(plan.archive.name, name)
+    return old
 
 
 def _tree_size(root: Path) -> int:
@@ -353,7 +380,7 @@ def _archive_all(ctx: _build.BuildContext, plans: list[_Plan], txn: OutputTransa
     # Layers are archived concurrently and each archive compresses its chunks on a
     # thread pool; output bytes do not depend on either.
     cancel = threading.Event()
-    workers = max(1, min(len(plans), jobs or os.cpu_count() or 1))
+    workers = max(1, min(len(plans), jobs or _plat.usable_cpus()))
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="publish")
     try:
         results = list(pool.map(lambda plan: _archive_one(ctx, plan, txn, cancel, say), plans))

@@ -195,6 +195,19 @@ class OutputTransaction:
         except OSError as exc:
             raise _write_error(self.out, exc) from exc
 
+    def forget(self, rel: str) -> None:
+        """Unstage ``rel`` (its final file already holds the same bytes)."""
+        (self.staging / rel).unlink(missing_ok=True)
+        if rel in self._staged:
+            self._staged.remove(rel)
+
+    def rename(self, rel: str, new_rel: str) -> None:
+        """Stage the file staged as ``rel`` under the final path ``new_rel`` instead."""
+        target = self.path_for(new_rel)
+        (self.staging / rel).replace(target)
+        if rel in self._staged:
+            self._staged.remove(rel)
+
     @property
     def staged(self) -> tuple[str, ...]:
         """The staged files, relative to the output folder, in staging order."""

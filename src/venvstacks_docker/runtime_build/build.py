@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import sys
 import time
@@ -11,6 +10,7 @@ from pathlib import Path
 
 from venvstacks_docker.errors import RuntimeArchiveError
 from venvstacks_docker.locking import exclusive
+from venvstacks_docker.platforms import usable_cpus
 from venvstacks_docker.runtime_build.compile import compile_source, fetch_source
 from venvstacks_docker.runtime_build.package import copy_out, find_cached_build, store_archive
 from venvstacks_docker.runtime_build.recipe import (
@@ -72,7 +72,7 @@ def build_runtime(
         if cached is not None:
             log.info("reusing cached runtime %s", cached)
             return copy_out(cached, output_dir)
-        result = _build(pin, cache, jobs or os.cpu_count() or 1, inputs, digest)
+        result = _build(pin, cache, jobs or usable_cpus(), inputs, digest)
     return copy_out(result, output_dir)
 
 
