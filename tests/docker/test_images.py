@@ -196,6 +196,8 @@ def test_list_shows_tool_images(docker_client, base_image, builder_image) -> Non
     assert base_image.alias in by_id[base_image.image_id]["tags"]
     assert by_id[builder_image.image_id]["role"] == "builder"
     assert builder_image.tag in by_id[builder_image.image_id]["tags"]
+    # Assembled builder images are all created in 1980; prune orders them by this.
+    assert by_id[builder_image.image_id]["tagged"] > "2000"
 
 
 def test_image_cli_list_json(docker_client, builder_image) -> None:  # type: ignore[no-untyped-def]

@@ -12,12 +12,15 @@ cannot pull from any registry.
 One module per concern: :mod:`.common` (targets, names, labels), :mod:`.base` (which
 base image), :mod:`.bootstrap` (the debootstrapped base), :mod:`.render` (Dockerfile
 and build context), :mod:`.tool` (the tool's wheel, site and runtime),
-:mod:`.builder` (:func:`ensure_builder_image`) and :mod:`.listing`.  Callers import
+:mod:`.builder` (:func:`ensure_builder_image`), :mod:`.listing`, and the deterministic
+assembly of builder images: :mod:`.recipe` (the rendered Dockerfile as steps),
+:mod:`.layer` (the new layer), :mod:`.imagetar` (image tarballs) and :mod:`.assemble`.  Callers import
 every name from this package.
 """
 
 from __future__ import annotations
 
+from venvstacks_docker.host.images.assemble import assembly_refusal
 from venvstacks_docker.host.images.base import (
     BASE_IMAGE_ENV,
     DEFAULT_SUITE,
@@ -40,6 +43,7 @@ from venvstacks_docker.host.images.bootstrap import (
 from venvstacks_docker.host.images.builder import BuilderImage, _stream_build, ensure_builder_image, inputs_tag
 from venvstacks_docker.host.images.common import (
     BASE_REPOSITORY,
+    BUILDER_INPUTS_VERSION,
     BUILDER_REPOSITORY,
     CONTAINER_HOME,
     CONTAINER_TARGETS,
@@ -55,6 +59,7 @@ from venvstacks_docker.host.images.common import (
     host_target,
 )
 from venvstacks_docker.host.images.listing import list_tool_images, prune_builder_images
+from venvstacks_docker.host.images.recipe import CannotAssemble, read_recipe
 from venvstacks_docker.host.images.render import (
     TEMPLATE,
     builder_context,
@@ -68,6 +73,7 @@ __all__ = [
     "BASE_IMAGE_ENV",
     "BASE_PACKAGES",
     "BASE_REPOSITORY",
+    "BUILDER_INPUTS_VERSION",
     "BUILDER_REPOSITORY",
     "CONTAINER_HOME",
     "CONTAINER_TARGETS",
@@ -84,8 +90,10 @@ __all__ = [
     "BaseImage",
     "BaseImageChoice",
     "BuilderImage",
+    "CannotAssemble",
     "ProgressCallback",
     "_stream_build",
+    "assembly_refusal",
     "base_inputs",
     "base_tag",
     "bootstrap_base",
@@ -102,6 +110,7 @@ __all__ = [
     "list_tool_images",
     "pinned_base_image",
     "prune_builder_images",
+    "read_recipe",
     "render_dockerfile",
     "render_for_target",
     "resolve_base_image",

@@ -1,10 +1,13 @@
 """``ensure_builder_image``: the builder image for a target, built only when its tag is new.
 
 The host gathers every file the image needs into the build context (the tool's wheel
-and dependencies, the runtime archive), so ``docker build`` runs with networking off.
-The tag is a hash over all inputs: an existing tag is reused as-is, a changed input
-always yields a new tag.  A memo in the cache, keyed by cheap fingerprints, finds the
-image of an unchanged tool without building its wheel first.
+and dependencies, the runtime archive).  The image is then assembled on the host from
+the rendered Dockerfile (:mod:`.assemble`), so the same inputs give the same image ID;
+where the host cannot do that (a foreign-architecture target), the engine's classic
+builder builds the Dockerfile, with networking off.  The tag is a hash over all inputs:
+an existing tag is reused as-is, a changed input always yields a new tag.  A memo in
+the cache, keyed by cheap fingerprints, finds the image of an unchanged tool without
+building its wheel first.
 """
 
 from __future__ import annotations
@@ -20,13 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from venvstacks_docker import __version__
+from venvstacks_docker import __version__, ui
 from venvstacks_docker.errors import ContainerError
+from venvstacks_docker.host.images.assemble import assemble_image
 from venvstacks_docker.host.images.base import BaseImageChoice, choose_base_image, resolve_base_image
 from venvstacks_docker.host.images.common import (
+    BUILDER_INPUTS_VERSION,
     BUILDER_REPOSITORY,
     ENGINE_ARCH,
-    INPUTS_VERSION,
     LABEL_INPUTS,
     LABEL_ROLE,
     LABEL_VERSION,
@@ -39,6 +43,7 @@ from venvstacks_docker.host.images.common import (
     image_or_none,
     remove_images,
 )
+from venvstacks_docker.host.images.recipe import CannotAssemble
 from venvstacks_docker.host.images.render import builder_context, render_dockerfile, write_context_tar
 from venvstacks_docker.host.images.tool import (
     find_runtime_archive,
@@ -175,10 +180,13 @@ def _stream_build(
 # --------------------------------------------------------------------------- memo
 
 
-def _memo_path(target: str, base_id: str, runtime_sha: str, tool: str) -> Path:
+def _memo_path(target: str, base: tuple[str, str], runtime_sha: str, tool: str) -> Path:
+    """The memo of the image for these fingerprints; ``base`` is (reference, ID): the
+    reference is an input too (it is in the Dockerfile and the inputs label)."""
     from venvstacks_docker.runtimes import cache_root
 
-    key = hashlib.sha256(f"{INPUTS_VERSION}\0{target}\0{base_id}\0{runtime_sha}\0{tool}".encode()).hexdigest()
+    fields = [str(BUILDER_INPUTS_VERSION), target, *base, runtime_sha, tool]
+    key = hashlib.sha256("\0".join(fields).encode()).hexdigest()
     return cache_root() / "builder-images" / f"{key[:32]}.json"
 
 
@@ -271,7 +279,7 @@ def ensure_builder_image(
     # (Skipped with an explicit wheel: its bytes are the input then.)
     memo = None
     if tool_wheel is None:
-        memo = _memo_path(target, id_of(base), runtime_sha, tool_fingerprint())
+        memo = _memo_path(target, (choice.reference, id_of(base)), runtime_sha, tool_fingerprint())
         known = None if force else _memo_lookup(client, memo)
         if known is not None:
             on_progress(f"builder image {known.tag} already exists ({known.image_id[:19]})")
@@ -307,23 +315,13 @@ def _make_image(client: docker.DockerClient, plan: _Plan, work: Path, tool_wheel
     plan.on_progress(f"building {tag}")
     (ctx / "Dockerfile").write_bytes(dockerfile)
     shutil.copyfile(plan.runtime_path, ctx / "runtime" / plan.runtime_path.name)
-    context_tar = work / "context.tar"
-    write_context_tar(ctx, context_tar)
-    image_id = _stream_build(
-        client,
-        context_tar,
-        tag=tag,
-        labels={
-            LABEL_ROLE: "builder",
-            LABEL_VERSION: __version__,
-            LABEL_INPUTS: json.dumps(inputs, sort_keys=True),
-            "venvstacks-docker.target": plan.target,
-        },
-        nocache=plan.force,
-        platform_name=None if plan.target == host_target() else f"linux/{ENGINE_ARCH[plan.target]}",
-        keep={id_of(plan.base), plan.base.short_id.removeprefix("sha256:")},
-        on_progress=plan.on_progress,
-    )
+    labels = {
+        LABEL_ROLE: "builder",
+        LABEL_VERSION: __version__,
+        LABEL_INPUTS: json.dumps(inputs, sort_keys=True),
+        "venvstacks-docker.target": plan.target,
+    }
+    image_id = _assemble_or_build(client, plan, work, dockerfile=dockerfile, tag=tag, labels=labels)
     if existing is not None and existing.image_id != image_id:
         # A forced rebuild moved the tag; drop the old image if nothing else uses it.
         remove_images(client, [existing.image_id], keep=set())
@@ -331,10 +329,38 @@ def _make_image(client: docker.DockerClient, plan: _Plan, work: Path, tool_wheel
     return BuilderImage(tag=tag, image_id=image_id, inputs=inputs)
 
 
+def _assemble_or_build(client: docker.DockerClient, plan: _Plan, work: Path, *, dockerfile: bytes, tag: str,
+                       labels: dict[str, str]) -> str:
+    """Assemble the image on the host (same inputs, same ID); where the host cannot,
+    build the Dockerfile with the engine's classic builder, and say so."""
+    try:
+        return assemble_image(client, base=plan.base, context=work / "context", dockerfile=dockerfile,
+                              target=plan.target, tag=tag, labels=labels, work=work / "assemble",
+                              on_progress=plan.on_progress)
+    except CannotAssemble as why:
+        message = (f"building {tag} from its Dockerfile with the engine's classic builder, because {why}: "
+                   "its image ID will differ from one build to the next (its tag still names its inputs)")
+        plan.on_progress(message)
+        ui.current().note(message)
+    shutil.rmtree(work / "assemble", ignore_errors=True)
+    context_tar = work / "context.tar"
+    write_context_tar(work / "context", context_tar)
+    return _stream_build(
+        client,
+        context_tar,
+        tag=tag,
+        labels=labels,
+        nocache=plan.force,
+        platform_name=None if plan.target == host_target() else f"linux/{ENGINE_ARCH[plan.target]}",
+        keep={id_of(plan.base), plan.base.short_id.removeprefix("sha256:")},
+        on_progress=plan.on_progress,
+    )
+
+
 def _inputs(plan: _Plan, dockerfile: bytes, wheel: Path, ctx: Path) -> dict[str, Any]:
     """Everything the builder tag hashes (and the image's inputs label holds)."""
     return {
-        "inputs_version": INPUTS_VERSION,
+        "inputs_version": BUILDER_INPUTS_VERSION,
         "target": plan.target,
         "dockerfile_sha256": hashlib.sha256(dockerfile).hexdigest(),
         "base_image": {"reference": plan.choice.reference, "id": plan.base.id},

@@ -34,8 +34,11 @@ BASE_REPOSITORY: Final = "venvstacks-docker-base"
 LABEL_ROLE: Final = "venvstacks-docker.role"
 LABEL_INPUTS: Final = "venvstacks-docker.inputs"
 LABEL_VERSION: Final = "venvstacks-docker.version"
-#: Version of the JSON stored in ``LABEL_INPUTS``; bump when its shape changes.
+#: Version of the JSON stored in ``LABEL_INPUTS`` of base images; bump when its shape changes.
 INPUTS_VERSION: Final = 1
+#: Version of the builder images' inputs JSON; bump when its shape, or the way the
+#: inputs become an image, changes.  2: images are assembled on the host, reproducibly.
+BUILDER_INPUTS_VERSION: Final = 2
 
 #: Fixed mtime for every file in build contexts and bootstrapped root filesystems:
 #: 1980-01-01, the earliest date a zip (wheel) can hold.

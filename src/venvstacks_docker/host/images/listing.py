@@ -26,6 +26,7 @@ def list_tool_images(client: docker.DockerClient) -> list[dict[str, Any]]:
                 "tags": sorted(image.tags),
                 "id": image.id,
                 "created": image.attrs.get("Created", ""),
+                "tagged": _last_tag_time(image.attrs),
                 "size": int(image.attrs.get("Size", 0)),
                 "version": labels.get(LABEL_VERSION, ""),
                 "inputs": inputs,
@@ -35,8 +36,15 @@ def list_tool_images(client: docker.DockerClient) -> list[dict[str, Any]]:
     return rows
 
 
+def _last_tag_time(attrs: dict[str, Any]) -> str:
+    """When the engine last tagged the image (``""`` if it never did, or does not say)."""
+    found = str((attrs.get("Metadata") or {}).get("LastTagTime") or "")
+    return "" if found.startswith("0001-") else found
+
+
 def prune_builder_images(client: docker.DockerClient, *, keep: int = 1) -> list[str]:
-    """Remove old builder images, keeping the ``keep`` newest per target.
+    """Remove old builder images, keeping the ``keep`` newest per target (newest by the
+    time the engine last tagged them, else by their creation time).
 
     Base images are never touched.  An image a container still uses is left alone.
     Returns the tags removed.
@@ -49,7 +57,9 @@ def prune_builder_images(client: docker.DockerClient, *, keep: int = 1) -> list[
             by_target.setdefault(str(row["inputs"].get("target", "")), []).append(row)
     removed: list[str] = []
     for rows in by_target.values():
-        rows.sort(key=lambda r: str(r["created"]), reverse=True)
+        # Newest by when the image was made here: assembled builder images are all
+        # created at the same fixed time (so that their IDs are reproducible).
+        rows.sort(key=lambda r: str(r["tagged"] or r["created"]), reverse=True)
         for row in rows[max(keep, 0):]:
             for tag in row["tags"]:
                 try:
