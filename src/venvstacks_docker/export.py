@@ -1,6 +1,6 @@
 """local-export: copy built layers to a folder on this machine and run their postinstall.
 
-The same filtering as publishing (``publish.stage_layer``), without archives: files are
+The same filtering as publishing (``staging.stage_layer``), without archives: files are
 hard-linked from the build folder where the file system allows it.  Metadata has the
 common venvstacks fields only (no archive fields).
 """
@@ -21,9 +21,9 @@ from venvstacks_docker.publish import (
     collect_layer_metadata,
     layer_metadata,
     metadata_paths,
-    stage_layer,
 )
 from venvstacks_docker.spec import LayerSpec
+from venvstacks_docker.staging import stage_layer
 
 POSTINSTALL_ORDER = {"runtime": 0, "framework": 1, "application": 2}
 

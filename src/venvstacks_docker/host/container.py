@@ -22,7 +22,6 @@ What the container may do, and why:
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
 import sys
@@ -35,6 +34,15 @@ from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple
 
 from venvstacks_docker.errors import ContainerError, Interrupted
+from venvstacks_docker.host.container_settings import (  # noqa: F401 - re-exported for callers and tests
+    DEFAULT_TMP_SIZE,
+    TMP_SIZE_ENV,
+    container_environment,
+    container_user,
+    naming,
+    placement,
+    tmpfs_mounts,
+)
 from venvstacks_docker.host.orphans import (
     LABEL_KEEP,
     LABEL_OWNER,
@@ -48,7 +56,6 @@ from venvstacks_docker.host.ownership import (
     mount_point_skeletons,
     readable_by_sandbox,
     sandbox_ownership,
-    sandbox_user,
 )
 
 if TYPE_CHECKING:
@@ -60,9 +67,6 @@ StreamName = Literal["stdout", "stderr"]
 OutputCallback = Callable[[str, StreamName], None]
 
 KEEP_CONTAINER_ENV: Final = "VENVSTACKS_DOCKER_KEEP_CONTAINER"
-#: Size of the scratch tmpfs at ``/tmp`` (``HOME`` is ``/tmp/home``); memory-backed.
-TMP_SIZE_ENV: Final = "VENVSTACKS_DOCKER_TMP_SIZE"
-DEFAULT_TMP_SIZE: Final = "1g"
 #: Seconds between SIGTERM and SIGKILL when the host process is gone.
 ORPHAN_GRACE_SECONDS: Final = 5
 
@@ -103,60 +107,6 @@ def default_output(line: str, stream: StreamName) -> None:
     out = sys.stdout if stream == "stdout" else sys.stderr
     out.write(line + "\n")
     out.flush()
-
-
-def container_environment(
-    environment: Mapping[str, str] | None = None, *, source_date_epoch: int | str | None = None
-) -> dict[str, str]:
-    """The pinned environment every builder container gets, plus ``environment``.
-
-    ``SOURCE_DATE_EPOCH`` comes from ``source_date_epoch``, else from the host's
-    environment; it is left unset when neither has one.
-    """
-    env = {
-        "TZ": "UTC",
-        "LC_ALL": "C.UTF-8",
-        "LANG": "C.UTF-8",
-        "HOME": "/tmp/home",
-        "PYTHONHASHSEED": "0",
-    }
-    sde = source_date_epoch if source_date_epoch is not None else os.environ.get("SOURCE_DATE_EPOCH")
-    if sde is not None and str(sde) != "":
-        env["SOURCE_DATE_EPOCH"] = str(int(sde))
-    env.update(environment or {})
-    return env
-
-
-def tmpfs_mounts() -> dict[str, str]:
-    """The tmpfs mounts of a builder container (target -> mount options).
-
-    ``/tmp`` is the only writable place besides the bind mounts: sticky and
-    world-writable like a real ``/tmp``, executable (build tools may run scripts from
-    it), no device files or setuid.  Its size is ``VENVSTACKS_DOCKER_TMP_SIZE`` (default
-    1g; memory is used only as files fill it).
-
-    :raises ContainerError: for a size that is not a number with an optional k/m/g.
-    """
-    size = os.environ.get(TMP_SIZE_ENV, "").strip() or DEFAULT_TMP_SIZE
-    if not re.fullmatch(r"[1-9][0-9]*[kmgKMG]?", size):
-        raise ContainerError(
-            f"{TMP_SIZE_ENV}={size!r} is not a size", hint=f"use e.g. {TMP_SIZE_ENV}=4g"
-        )
-    return {"/tmp": f"rw,exec,nosuid,nodev,size={size},mode=1777"}
-
-
-def _container_user(user: str | None) -> tuple[str, bool]:
-    """``uid:gid`` to run as, and whether it is the sandbox user standing in for root."""
-    if user is None:
-        uid, gid = sandbox_user()
-        return f"{uid}:{gid}", uid != os.geteuid()
-    first = user.split(":", 1)[0].strip()
-    if first in {"root", ""} or (first.isdigit() and int(first) == 0):
-        raise ContainerError(
-            f"refusing to run a builder container as {user!r}: builder containers never run as root",
-            hint="leave the user unset (the caller's uid, or the sandbox user for root)",
-        )
-    return user, False
 
 
 @contextmanager
@@ -247,7 +197,7 @@ class BuilderContainer:
         self.mounts = [Mount(Path(m[0]), str(m[1]), bool(m[2])) for m in mounts]
         self.network = network
         self.working_dir = working_dir
-        self.user, self.sandboxed = _container_user(user)
+        self.user, self.sandboxed = container_user(user)
         self.on_output = on_output or default_output
         self.keep = truthy(os.environ.get(KEEP_CONTAINER_ENV))
         self.labels = {
@@ -340,6 +290,7 @@ class BuilderContainer:
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
             tmpfs=tmpfs_mounts(),
+            **placement(),
         )
         try:
             # detach=False with stdin_open=True is how the SDK spells StdinOnce: the
@@ -353,6 +304,7 @@ class BuilderContainer:
                 working_dir=self.working_dir,
                 labels=self.labels,
                 name=self.name,
+                **naming(),
                 detach=False,
                 stdin_open=True,
                 tty=False,

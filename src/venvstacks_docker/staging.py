@@ -1,0 +1,79 @@
+"""A built environment copied the way it is shipped: what publish archives and local-export copies."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from venvstacks_docker import build as _build
+from venvstacks_docker.errors import PublishError
+from venvstacks_docker.spec import LayerSpec
+
+POSTINSTALL = Path(__file__).parent / "_injected" / "postinstall.py"
+
+
+def stage_layer(ctx: _build.BuildContext, layer: LayerSpec, dest: Path, *, hardlink: bool = True) -> None:
+    """Copy a built environment to ``dest`` the way it is shipped.
+
+    Drops ``__pycache__``/``.pyc``, the build-time ``sitecustomize.py`` and
+    ``pyvenv.cfg`` (absolute paths), top-level hidden files; re-points the layered
+    ``python`` link at the runtime's deployed folder; adds ``postinstall.py``.
+    Files are hard-linked where possible (they are never modified in place).
+    """
+    src = ctx.env_dir(layer)
+    if not src.exists():
+        raise PublishError(f"layer {layer.env_name} is not built ({src} is missing)",
+                           hint="run `venvstacks-docker build` first (or `build --publish`)")
+    site_rel = ctx.site_packages(layer).relative_to(src)
+    rt_deploy = _build.deployed_name(ctx.spec, ctx.spec.runtime_of(layer))
+    dest.mkdir(parents=True)
+    for root, dirs, files in os.walk(src):
+        rel_root = Path(root).relative_to(src)
+        dirs.sort()
+        keep_dirs = []
+        for d in dirs:
+            if d == "__pycache__" or (rel_root == Path() and d.startswith(".")):
+                continue
+            full = Path(root) / d
+            if full.is_symlink():
+                files.append(d)
+                continue
+            keep_dirs.append(d)
+            (dest / rel_root / d).mkdir()
+        dirs[:] = keep_dirs
+        for name in sorted(files):
+            rel = rel_root / name
+            if rel_root == Path() and (name.startswith(".") or name == "pyvenv.cfg"):
+                continue
+            if name.endswith((".pyc", ".pyo")):
+                continue
+            if layer.kind != "runtime" and rel == site_rel / "sitecustomize.py":
+                continue
+            source = Path(root) / name
+            target = dest / rel
+            if layer.kind != "runtime" and rel == Path("bin/python"):
+                target.symlink_to(f"../../{rt_deploy}/bin/python")
+            elif source.is_symlink():
+                # the link's text, copied verbatim (Path would normalise it)
+                link = os.readlink(source)  # noqa: PTH115
+                if os.path.isabs(link):  # noqa: PTH117
+                    resolved = Path(link)
+                    if src in resolved.parents:
+                        target.symlink_to(os.path.relpath(resolved, source.parent))
+                    else:
+                        shutil.copy2(resolved, target)
+                else:
+                    target.symlink_to(link)
+            elif hardlink:
+                try:
+                    os.link(source, target)
+                except OSError:
+                    shutil.copy2(source, target)
+            else:
+                shutil.copy2(source, target)
+    shutil.copyfile(POSTINSTALL, dest / "postinstall.py")
+    (dest / "postinstall.py").chmod(0o644)
+
+
+__all__ = ["POSTINSTALL", "stage_layer"]
