@@ -33,7 +33,7 @@ def cli(*args: str | os.PathLike[str], env: dict[str, str] | None = None, cwd: P
 
 def copy_sample(dest: Path) -> Path:
     """Copy sample_project (spec, launch modules, committed locks) without build outputs."""
-    shutil.copytree(SAMPLE, dest, ignore=shutil.ignore_patterns("_build", "_artifacts", "_export",
+    shutil.copytree(SAMPLE, dest, ignore=shutil.ignore_patterns("_build", "_artifacts", "_export", "_audit",
                                                                  "__pycache__"))
     return dest / "venvstacks.toml"
 

@@ -85,6 +85,18 @@ class DeployError(VenvstacksDockerError):
     return_code = 11
 
 
+class AuditDifference(VenvstacksDockerError):
+    """``audit``: a run under some variation gave other bytes than the reference."""
+
+    return_code = 13
+
+
+class DifferenceFound(VenvstacksDockerError):
+    """``diff`` found differences between its inputs (after printing its report)."""
+
+    return_code = 12
+
+
 class Interrupted(VenvstacksDockerError):
     """The user interrupted the run (Ctrl-C or SIGTERM)."""
 
@@ -104,5 +116,7 @@ EXIT_CODES: dict[int, str] = {
     9: "an external command failed",
     10: "a file or folder could not be read or written (disk full, permissions, read-only)",
     11: "deploy: the target already holds a layer, or a layer's runtime is missing",
+    12: "diff found differences between its inputs",
+    13: "audit: a run under some variation differs from the reference",
     130: "interrupted",
 }

@@ -14,7 +14,7 @@ from rich.console import Console
 from typer.exceptions import TyperException
 
 from venvstacks_docker import __version__, ui
-from venvstacks_docker.cli import outputs, stages
+from venvstacks_docker.cli import audit, diff, outputs, stages
 from venvstacks_docker.cli._common import STATE, out
 from venvstacks_docker.errors import EXIT_CODES, FilesystemError, Interrupted, VenvstacksDockerError
 
@@ -32,6 +32,8 @@ app = typer.Typer(
 )
 stages.register(app)
 outputs.register(app)
+audit.register(app)
+diff.register(app)
 
 
 def _version_callback(value: bool) -> None:
