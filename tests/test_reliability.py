@@ -188,11 +188,8 @@ def test_two_publishes_at_once_never_interleave(
     assert second.returncode == 0, stderr
     assert "waiting for pid" in stderr and "which is using the build folder" in " ".join(stderr.split())
     # the folder holds the second run's publication, whole: the new archives (rebuilt
-    # to the same bytes) with their metadata, now archive_build 3
-    archives = {k: v for k, v in versions["new"].items() if k.endswith(".tar.xz")}
-    assert {k: v for k, v in state(old_out).items() if k.endswith(".tar.xz")} == archives
-    manifest = (old_out / "__venvstacks__" / "venvstacks.json").read_text()
-    assert manifest.count('"archive_build": 3') == 3
+    # to the same bytes, so they keep the first run's archive_build 2) with their metadata
+    assert state(old_out) == versions["new"]
     assert leftovers(old_out) == []
     assert cli("verify", old_out).returncode == 0
 
