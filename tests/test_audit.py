@@ -113,3 +113,21 @@ def test_each_variation_is_judged_by_the_run_that_isolates_it() -> None:
                                  "timezone": {"a": "identical", "b": "identical"}}
     data = report.to_dict()
     assert (data["schema"], data["schema_version"]) == ("venvstacks-docker/audit", 1)
+
+
+def test_the_copy_keeps_modules_named_above_the_spec_folder_in_place(tmp_path: Path) -> None:
+    # venvstacks' sample_project names '../minimal_project/empty.py': the copy must hold it too
+    project = tmp_path / "project"
+    (project / "stack").mkdir(parents=True)
+    (project / "shared").mkdir()
+    (project / "shared" / "empty.py").write_text("")
+    (project / "stack" / "venvstacks.toml").write_text(
+        '[[runtimes]]\nname = "cpython-3.11"\npython_implementation = "cpython@3.11.13"\nrequirements = []\n'
+        '[[applications]]\nname = "app"\nlaunch_module = "../shared/empty.py"\n'
+        'runtime = "cpython-3.11"\nrequirements = []\n')
+    stack = spec.load(project / "stack" / "venvstacks.toml")
+    copied = copy_stack(stack, tmp_path / "copy", shuffled=False, relaid=False)
+    assert copied == tmp_path / "copy" / "up" / "venvstacks.toml"
+    assert (tmp_path / "copy" / "shared" / "empty.py").is_file()
+    again = spec.load(copied)
+    assert again.applications[0].launch_module.resolve() == (tmp_path / "copy" / "shared" / "empty.py").resolve()

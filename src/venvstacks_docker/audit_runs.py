@@ -53,21 +53,21 @@ def run_root(work_dir: Path, run: Run, run_id: str) -> Path:
 
 
 def _inputs(spec: StackSpec) -> list[Path]:
-    """The spec folder's files a publish reads, relative to it."""
+    """The files a publish reads, relative to the spec folder (modules the stack file
+    names outside that folder, as venvstacks allows, come out as ``../`` paths)."""
     base = spec.spec_dir
-    files = [spec.path.relative_to(base)]
+    files = [spec.path]
     uv_file = base / "venvstacks.uv.toml"
     if uv_file.is_file():
-        files.append(uv_file.relative_to(base))
+        files.append(uv_file)
     roots = [spec.requirements_dir] + [m for layer in spec.applications
                                        for m in (layer.launch_module, *layer.support_modules) if m is not None]
     for root in roots:
         if root.is_file():
-            files.append(root.relative_to(base))
+            files.append(root)
         elif root.is_dir():
-            files += [p.relative_to(base) for p in sorted(root.rglob("*"))
-                      if p.is_file() and "__pycache__" not in p.parts]
-    return files
+            files += [p for p in sorted(root.rglob("*")) if p.is_file() and "__pycache__" not in p.parts]
+    return [Path(os.path.relpath(f, base)) for f in files]
 
 
 def _relaid_spec(text: str) -> str:
@@ -85,18 +85,25 @@ def _relaid_spec(text: str) -> str:
 
 
 def copy_stack(spec: StackSpec, dest: Path, *, shuffled: bool, relaid: bool) -> Path:
-    """Copy what publishing ``spec`` reads into ``dest``; returns the copied stack file."""
+    """Copy what publishing ``spec`` reads into ``dest``; returns the copied stack file.
+
+    Files above the spec folder keep their place relative to it: the stack copy is nested
+    as deep as the furthest ``..`` reaches, so every relative path in the stack file holds.
+    """
     files = _inputs(spec)
     if shuffled:
         random.Random(0xA0D17).shuffle(files)  # a fixed shuffle: the same audit twice does the same
+    depth = max(next((i for i, part in enumerate(rel.parts) if part != ".."), 0) for rel in files)
+    stack_dir = dest.joinpath(*(["up"] * depth))
+    spec_rel = Path(spec.path.name)
     for rel in files:
-        target = dest / rel
+        target = Path(os.path.normpath(stack_dir / rel))
         target.parent.mkdir(parents=True, exist_ok=True)
-        if rel == spec.path.relative_to(spec.spec_dir) and relaid:
+        if rel == spec_rel and relaid:
             target.write_text(_relaid_spec(spec.path.read_text(encoding="utf-8")), encoding="utf-8")
         else:
             shutil.copy2(spec.spec_dir / rel, target)
-    return dest / spec.path.name
+    return stack_dir / spec.path.name
 
 
 def _preexec(variations: tuple[str, ...]) -> Callable[[], None] | None:

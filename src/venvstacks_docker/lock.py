@@ -221,12 +221,13 @@ def lock_layer(
             raise LockError(f"cannot lock {layer.env_name}: lower layer {lower.env_name} needs locking first")
     paths = lock_paths(spec, layer)
     paths.folder.mkdir(parents=True, exist_ok=True)
+    # read before a reset removes it: a reset must never lower a layer's lock_version
+    # (one deployed name for two different contents)
+    old_meta = read_meta(spec, layer) or {}
     if reset:
-        for p in (paths.pylock, paths.meta):
-            p.unlink(missing_ok=True)
+        paths.pylock.unlink(missing_ok=True)
     exported = _resolve(spec, layer, build_dir / f"{layer.env_name}_resolve", runtime_python, index)
     doc = postprocess_pylock(spec, layer, tomllib.loads(exported.read_text("utf-8")), paths.folder)
-    old_meta = read_meta(spec, layer) or {}
     req_hash = pylock_requirements_hash(doc)
     changed = old_meta.get("requirements_hash") != req_hash or not paths.pylock.exists()
     _write_lock_files(spec, layer, paths, doc)
@@ -310,11 +311,15 @@ def _write_lock_files(spec: StackSpec, layer: LayerSpec, paths: LockPaths, doc: 
 
 def _lock_meta(spec: StackSpec, layer: LayerSpec, old_meta: dict[str, Any], req_hash: str, *, changed: bool,
                runtime_archive: tuple[str, str] | None) -> dict[str, Any]:
-    """The lock metadata: validity hashes, ``lock_version`` and ``locked_at``."""
+    """The lock metadata: validity hashes, ``lock_version`` and ``locked_at``.
+
+    A versioned layer's ``lock_version`` goes up when what it deploys changes (the
+    locked content, or its version inputs); relocking to the same content keeps it,
+    whichever tool wrote the previous lock.
+    """
     lock_version = int(old_meta.get("lock_version", 1) or 1)
     v_hash = version_inputs_hash(layer)
-    if layer.versioned and old_meta and (changed or old_meta.get("version_inputs_hash") != v_hash
-                                         or old_meta.get("other_inputs_hash") != other_inputs_hash(spec, layer)):
+    if layer.versioned and old_meta and (changed or old_meta.get("version_inputs_hash") != v_hash):
         lock_version += 1
     if not layer.versioned:
         lock_version = 1

@@ -14,15 +14,21 @@ layer dependencies) and, for versioned layers, the version inputs.
 
 from __future__ import annotations
 
+import contextlib
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from packaging.markers import Marker
+from packaging.requirements import Requirement
+from packaging.version import InvalidVersion, Version
+
 from venvstacks_docker import credentials as _credentials
 from venvstacks_docker import platforms as _plat
 from venvstacks_docker.errors import LockError
-from venvstacks_docker.metadata import hash_strings, read_json
+from venvstacks_docker.metadata import hash_sequence, read_json
 from venvstacks_docker.spec import LayerSpec, StackSpec, canonical, module_hash
 
 SHARED_CLAUSE = "sys_platform == 'from_lower_layer'"
@@ -52,52 +58,80 @@ def lock_paths(spec: StackSpec, layer: LayerSpec) -> LockPaths:
 
 
 # --- hashes that decide lock validity ---------------------------------------------
+#
+# These are venvstacks 0.8's formulas, exactly, so that lock metadata written by either
+# tool is valid for the other (tests/test_lock_parity.py checks them against venvstacks'
+# own committed locks).
+
+_SHARED_SUFFIX = f" and {SHARED_CLAUSE}"
+
+
+def _declared(requirements: Iterable[str]) -> list[str]:
+    """Requirement lines as venvstacks hashes them: normalised by ``packaging``, then
+    cut at ``#``, hash options dropped, sorted."""
+    lines = []
+    for raw in requirements:
+        line = str(Requirement(raw)).rstrip("\\").strip().partition("#")[0].strip()
+        if line and "--hash" not in line:
+            lines.append(line)
+    return sorted(lines)
 
 
 def lock_input_hash(layer: LayerSpec) -> str:
-    """The hash of ``layer``'s requirements, as venvstacks records it."""
-    return hash_strings(list(layer.requirements))
+    """The hash of ``layer``'s declared requirements."""
+    return hash_sequence(_declared(layer.requirements))
 
 
 def other_inputs_hash(spec: StackSpec, layer: LayerSpec) -> str:
-    """The hash of the other lock inputs of ``layer`` (Python version, targets,
-    runtime and lower layers), as venvstacks records it."""
+    """The hash of the lock's other inputs: Python version, targets, runtime and frameworks.
+
+    (The layer's ``platforms`` are not among them, as in venvstacks: a lock that lacks
+    wheels for a newly added platform fails when that platform is built, asking to relock.)
+    """
     items = [f"py_version={layer.py_minor}"]
     if any(_plat.os_of(p) == "linux" for p in layer.platforms):
-        items.append(f"linux_target={layer.linux_target}")
+        items.append(f"linux_target=glibc@{layer.linux_target}")
     if any(_plat.os_of(p) == "macosx" for p in layer.platforms):
         items.append(f"macosx_target={layer.macosx_target}")
     if layer.kind != "runtime":
-        items.append(f"runtime={layer.runtime}")
-        items += [f"framework={fw.name}" for fw in spec.linearised_frameworks(layer)]
-    items += [f"platform={p}" for p in layer.platforms]
-    return hash_strings(items)
+        items.append(layer.runtime)
+        items += list(layer.frameworks)
+    return hash_sequence(items)
 
 
 def version_inputs_hash(layer: LayerSpec) -> str:
-    """The hash of the inputs that make a new layer version (name, versioning and
-    modules), as venvstacks records it."""
+    """The hash of what makes a new version of a versioned layer: its name, its being
+    versioned, and its launch and support modules' content."""
     items = [f"env_name={layer.env_name}", f"is_versioned_layer={layer.versioned}"]
     if layer.launch_module is not None:
-        items.append(f"launch_module={module_hash(layer.launch_module)}")
-        items += [f"support_module={module_hash(m)}" for m in layer.support_modules]
-    return hash_strings(items)
+        items += [module_hash(m) for m in (layer.launch_module, *layer.support_modules)]
+    return hash_sequence(items)
+
+
+def locked_requirement(pkg: dict[str, Any]) -> str:
+    """``name==version[ ; marker]`` as venvstacks writes it (shared-layer clause removed)."""
+    marker = str(pkg.get("marker") or "")
+    if marker:
+        marker = str(Marker(marker)).replace('"', "'")
+        if marker == SHARED_CLAUSE:
+            marker = ""
+        elif SHARED_CLAUSE in marker:
+            marker = marker.removeprefix("(").removesuffix(_SHARED_SUFFIX).removesuffix(")")
+    version = str(pkg.get("version", ""))
+    with contextlib.suppress(InvalidVersion):  # not PEP 440: kept as written
+        version = str(Version(version))
+    return f"{pkg['name']}=={version}" + (f" ; {marker}" if marker else "")
 
 
 def pylock_requirements_hash(doc: dict[str, Any]) -> str:
     """Hash of a pylock's content (not its formatting)."""
     items: list[str] = []
     for pkg in doc.get("packages", []):
-        line = f"{pkg['name']}=={pkg.get('version', '')}"
-        if pkg.get("marker"):
-            line += f" ; {pkg['marker']}"
-        line += f" from {pkg.get('index', '')}"
-        items.append(line)
+        items.append(f"{locked_requirement(pkg)} from {pkg.get('index', 'unspecified index')}")
         for wheel in pkg.get("wheels", []):
-            fname = wheel.get("name") or _wheel_name(wheel)
-            for algo, value in sorted(wheel.get("hashes", {}).items()):
-                items.append(f"{fname}:{algo}:{value}")
-    return hash_strings(items)
+            name = wheel.get("name") or _wheel_name(wheel)
+            items += [f"{name}:{algo}:{value}" for algo, value in wheel.get("hashes", {}).items()]
+    return hash_sequence(sorted(items))
 
 
 def _wheel_name(wheel: dict[str, Any]) -> str:
@@ -189,7 +223,8 @@ def lock_problems(spec: StackSpec, layer: LayerSpec, _seen: dict[str, list[str]]
             problems.append("python version, targets or layer dependencies changed")
         if layer.versioned and meta.get("version_inputs_hash") != version_inputs_hash(layer):
             problems.append("versioned layer inputs changed")
-        if layer.kind == "runtime" and meta.get("python_implementation") != layer.python_implementation:
+        if layer.kind == "runtime" and meta.get("python_implementation", layer.python_implementation) \
+                != layer.python_implementation:  # venvstacks' locks do not record it
             problems.append("runtime python_implementation changed")
     for lower in spec.lower_layers(layer):
         if lock_problems(spec, lower, seen):

@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Final, TypedDict
 
@@ -157,6 +158,18 @@ def hash_strings(items: list[str]) -> str:
     digest = hashlib.sha256()
     for item in sorted(items):
         digest.update(item.encode("utf-8") + b"\n")
+    return "sha256:" + digest.hexdigest()
+
+
+def hash_sequence(items: Iterable[str]) -> str:
+    """``sha256:<hex>`` over ``items`` concatenated in the order given, with no separator.
+
+    venvstacks 0.8 computes its lock validity hashes this way; lock metadata written by
+    either tool must verify with the other, so the formula is theirs exactly.
+    """
+    digest = hashlib.sha256()
+    for item in items:
+        digest.update(item.encode("utf-8"))
     return "sha256:" + digest.hexdigest()
 
 

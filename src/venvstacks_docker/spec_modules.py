@@ -98,38 +98,60 @@ def read_no_follow(file: Path) -> bytes | None:
         return handle.read()
 
 
-def module_hash(path: Path) -> str:
-    """``sha256:<hex>`` over a module's name and content (every file, sorted).
+def _file_digest(file: Path) -> str:
+    """``sha256:<hex>`` of a file's bytes; a symbolic link counts as its link text."""
+    data = read_no_follow(file)
+    if data is None:
+        data = b"\0symlink\0" + os.fsencode(os.readlink(file))
+    return "sha256:" + hashlib.sha256(data).hexdigest()
 
-    A symbolic link inside a package (refused when the stack file is loaded, so only one
-    made afterwards) counts as its link text, never as the content it points at.
+
+def module_hash(path: Path) -> str:
+    """The module's content hash, computed exactly as venvstacks 0.8 does.
+
+    A ``.py`` file: sha256 over its name and ``sha256:<hex of its bytes>``, written
+    ``sha256:<hex>``.  A package: sha256 over, folder by folder (top down, sub-folders
+    in sorted order), the folder's name, then each file's name and ``sha256:<hex>`` in
+    sorted order, written ``sha256/<hex>``.  The files are those the layer ships
+    (:func:`iter_module_files`: no ``__pycache__``, ``.pyc``, ``.git*``), so the hash
+    equals venvstacks' whenever the package holds nothing of those kinds.  A symbolic link
+    (refused at load, so only one made afterwards) counts as its link text.
     """
+    if not path.is_dir():
+        digest = hashlib.sha256(path.name.encode() + _file_digest(path).encode())
+        return "sha256:" + digest.hexdigest()
+    shipped = set(iter_module_files(path))
     digest = hashlib.sha256()
-    digest.update(module_name(path).encode())
-    is_package = path.is_dir()
-    for file in iter_module_files(path):
-        if not is_package:
-            digest.update(b"\0" + file.name.encode() + b"\0")
-            digest.update(file.read_bytes())  # the module path itself: checked at load
-            continue
-        digest.update(b"\0" + file.relative_to(path).as_posix().encode() + b"\0")
-        data = read_no_follow(file)
-        if data is None:
-            data = b"\0symlink\0" + os.fsencode(os.readlink(file))
-        digest.update(data)
-    return "sha256:" + digest.hexdigest()
+    for folder, subdirs, files in os.walk(path):
+        here = Path(folder)
+        subdirs[:] = sorted(d for d in subdirs if not _skipped_part(d)
+                            and not (here / d).is_symlink())
+        digest.update(here.name.encode())
+        for name in sorted(files):
+            if here / name in shipped:
+                digest.update(name.encode())
+                digest.update(_file_digest(here / name).encode())
+    return "sha256/" + digest.hexdigest()
 
 
 # --- checks ----------------------------------------------------------------------
 
 
 def outside_spec_folder(spec_dir: Path, path: Path) -> Path | None:
-    """Where ``path`` really leads if that is outside ``spec_dir``, else ``None``."""
+    """Where ``path`` really leads if a symbolic link takes it out of ``spec_dir``, else ``None``.
+
+    A module the stack file itself names outside its folder (``../shared/x.py``, an
+    absolute path) is what the user asked for, as venvstacks allows; one that *looks*
+    inside but leads elsewhere through a link would ship a file nobody named.
+    """
     try:
         root = spec_dir.resolve()
         target = path.resolve()
     except (OSError, RuntimeError):  # a link loop: certainly not a usable module
         return path
+    named = Path(os.path.normpath(path))  # lexical: where the stack file points
+    if not (named == spec_dir or spec_dir in named.parents):
+        return None  # named outside on purpose
     if target == root or root in target.parents:
         return None
     return target
@@ -137,8 +159,8 @@ def outside_spec_folder(spec_dir: Path, path: Path) -> Path | None:
 
 def _outside_message(key: str, value: str, spec_dir: Path, target: Path) -> str:
     leads = "" if Path(value).is_absolute() and Path(value) == target else f" (it leads to {target})"
-    return (f"{key} {value!r} is outside the folder holding the stack file, {spec_dir}{leads}; "
-            "move it into that folder")
+    return (f"{key} {value!r} leads outside the folder holding the stack file, {spec_dir}, "
+            f"through a symbolic link{leads}; name the real location in the stack file, or copy the module")
 
 
 def _links_message(label: str, package: Path, links: list[Path]) -> str:
@@ -158,9 +180,8 @@ def check_module_path(spec_dir: Path, value: str, where: str, key: str) -> Path:
     target = outside_spec_folder(spec_dir, path)
     if target is not None:
         raise SpecError(f"{where}: {_outside_message(key, value, spec_dir, target)}",
-                        hint="modules are copied from the stack file's folder only (a builder "
-                             "container sees nothing else); copy the module there and point "
-                             f"{key} at the copy")
+                        hint="a link would ship a file the stack file does not name; modules "
+                             "outside the stack's folder must be named by their real path")
     if not path.exists():
         raise SpecError(f"{where}: {key} {value!r} does not exist (looked at {path})",
                         hint="paths are relative to the folder holding the stack file")

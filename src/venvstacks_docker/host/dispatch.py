@@ -159,8 +159,8 @@ def _mounts(spec: StackSpec, plan: Plan, cache: Path) -> dict[Path, bool]:
     paths[spec.requirements_dir.absolute()] = not plan.lock
     for layer in spec.applications:
         for module in (layer.launch_module, *layer.support_modules):
-            if module is not None:
-                paths[module] = True
+            if module is not None:  # mounted where the stack file names it, even above its folder
+                paths[Path(os.path.normpath(module))] = True
     for extra in (*plan.local_wheel_dirs, *_local_sources(spec, plan)):
         paths.setdefault(Path(extra), True)
     for folder in (plan.build_dir, plan.output_dir):
