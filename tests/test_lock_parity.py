@@ -114,7 +114,7 @@ def test_an_edit_makes_a_venvstacks_lock_stale_for_us(tmp_path: Path, edit: str)
     elif edit == "launch module":
         (root / "sample_project" / "launch_modules" / "scipy_import.py").write_text("# edited\n")
     else:
-        spec_file.write_text(text.replace('python_implementation = "cpython@3.11', 'python_implementation = "cpython@3.12', 1))
+        spec_file.write_text(text.replace('= "cpython@3.11.11"', '= "cpython@3.12.9"', 1))
     stack = _spec.load(spec_file)
     stale = {layer.env_name for layer in stack.all_layers() if lock_problems(stack, layer)}
     assert stale, edit
