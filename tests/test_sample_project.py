@@ -71,8 +71,17 @@ def test_publish_writes_one_archive_per_layer_with_venvstacks_metadata(published
     assert "framework-sklearn/postinstall.py" in names
     assert "framework-sklearn/pyvenv.cfg" not in names
     assert not [n for n in names if n.endswith("site-packages/sitecustomize.py")]
-    link = next(m for m in members if m.name == "framework-sklearn/bin/python")
+    # bin/python is the script that puts the lower layers' shared libraries on the loader
+    # path; it runs the runtime's interpreter through bin/python_ (dynlib.py)
+    by_name = {m.name: m for m in members}
+    assert by_name["framework-sklearn/bin/python"].isreg()
+    link = by_name["framework-sklearn/bin/python_"]
     assert link.issym() and link.linkname == "../../cpython-3.11/bin/python"
+    # numpy's OpenBLAS, in the runtime, is linked for the layers above
+    with tarfile.open(out / "cpython-3.11.tar.xz") as tar:
+        dynlibs = [m for m in tar.getmembers() if m.name.startswith("cpython-3.11/share/venv/dynlib/")]
+    assert [m.name.rsplit("/", 1)[1].startswith("libscipy_openblas") for m in dynlibs] == [True]
+    assert dynlibs[0].issym() and dynlibs[0].linkname.startswith("../../../lib/python3.11/site-packages/numpy.libs/")
 
 
 def test_verify_passes_and_catches_a_flipped_byte(published_sample: Published, tmp_path: Path) -> None:

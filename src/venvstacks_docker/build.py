@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from venvstacks_docker import __version__
+from venvstacks_docker import dynlib as _dynlib
 from venvstacks_docker import lock as _lock
 from venvstacks_docker import platforms as _plat
 from venvstacks_docker import runtimes as _runtimes
@@ -90,7 +91,7 @@ def layer_config(spec: StackSpec, layer: LayerSpec) -> dict[str, Any]:
             "base_python": f"../{deployed_name(spec, rt)}/bin/python",
             "site_dir": site,
             "pylib_dirs": [f"../{deployed_name(spec, low)}/{site}" for low in lower],
-            "dynlib_dirs": [],
+            "dynlib_dirs": _dynlib.layer_dynlib_dirs(deployed_name(spec, low) for low in lower),
         }
     if layer.launch_module_name:
         config["launch_module"] = layer.launch_module_name
@@ -198,6 +199,7 @@ def build_inputs(ctx: BuildContext, layer: LayerSpec) -> dict[str, Any]:
         "platform": ctx.platform,
         "layer_config": layer_config(ctx.spec, layer),
         "lower_layers": [low.env_name for low in ctx.spec.lower_layers(layer)],
+        "dynlib_exclude": list(layer.dynlib_exclude),
         "build_dir": str(ctx.build_dir.resolve()),
     }
 
@@ -251,6 +253,8 @@ def build_layer(
     else:
         _create_layered_env(ctx, layer)
     _install_packages(ctx, layer, on_event=on_event)
+    if _dynlib.supports_dynlib(_plat.os_of(ctx.platform)):
+        _dynlib.link_shared_libraries(env, ctx.site_packages(layer), layer.dynlib_exclude, layer=layer.env_name)
     _portability_pass(ctx, layer)
     if layer.kind != "runtime":
         _write_build_sitecustomize(ctx, layer)
@@ -304,16 +308,30 @@ def _create_layered_env(ctx: BuildContext, layer: LayerSpec) -> None:
                          hint="build the runtime layer first (build all layers, or drop --include)")
     run([rt_python, "-X", "utf8", "-Im", "venv", "--without-pip", "--symlinks", env],
         what=f"creating the {layer.env_name} environment", error=BuildError)
-    # relative links, so the layer keeps working wherever its folder and its runtime's land
+    # relative paths, so the layer keeps working wherever its folder and its runtime's land;
+    # bin/python puts the lower layers' shared libraries on the loader path (dynlib.py)
     bin_dir = env / "bin"
     for name in ("python", "python3", f"python{layer.py_minor}"):
         (bin_dir / name).unlink(missing_ok=True)
-    (bin_dir / "python").symlink_to(f"../../{rt.env_name}/bin/python")
+    link_python(bin_dir, ctx.platform, rt.env_name, [low.env_name for low in ctx.spec.lower_layers(layer)])
     (bin_dir / "python3").symlink_to("python")
     (bin_dir / f"python{layer.py_minor}").symlink_to("python")
     for item in sorted(bin_dir.iterdir()):
         if not item.name.startswith("python"):
             item.unlink()
+
+
+def link_python(bin_dir: Path, plat: str, runtime_folder: str, lower_folders: list[str]) -> None:
+    """A layered env's ``bin/python``, for lower layers unpacked in the given sibling folders.
+
+    On Linux and macOS the wrapper script of :mod:`.dynlib` (with ``python_`` linked to
+    the runtime's interpreter); elsewhere a plain link to that interpreter.
+    """
+    base = f"../../{runtime_folder}/bin/python"
+    if _dynlib.supports_dynlib(_plat.os_of(plat)):
+        _dynlib.write_interpreter(bin_dir, base, _dynlib.layer_dynlib_dirs(lower_folders), _plat.os_of(plat))
+    else:
+        (bin_dir / "python").symlink_to(base)
 
 
 def _write_build_sitecustomize(ctx: BuildContext, layer: LayerSpec) -> None:

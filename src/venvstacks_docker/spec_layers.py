@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from packaging.requirements import InvalidRequirement, Requirement
 
+from venvstacks_docker.dynlib import pattern_problem
 from venvstacks_docker.errors import SpecError
 from venvstacks_docker.spec_modules import check_module_path, module_name
 
@@ -186,7 +187,7 @@ def parse_layer(kind: LayerKind, raw: dict[str, Any], index: int, spec_dir: Path
         versioned=versioned,
         linux_target=linux_target,
         macosx_target=macosx_target,
-        dynlib_exclude=_str_list(raw, "dynlib_exclude", where),
+        dynlib_exclude=_parse_dynlib_exclude(raw, where),
         package_indexes=_str_table(raw, "package_indexes", where),
         index_overrides=_str_table(raw, "index_overrides", where),
         priority_indexes=_str_list(raw, "priority_indexes", where),
@@ -226,6 +227,17 @@ def _parse_requirements(raw: dict[str, Any], where: str) -> tuple[str, ...]:
         except InvalidRequirement as exc:
             raise SpecError(f"{where}: invalid requirement {req!r}: {exc}") from exc
     return requirements
+
+
+def _parse_dynlib_exclude(raw: dict[str, Any], where: str) -> tuple[str, ...]:
+    """Glob patterns of shared libraries not to link into ``share/venv/dynlib`` (see :mod:`.dynlib`)."""
+    patterns = _str_list(raw, "dynlib_exclude", where)
+    for pattern in patterns:
+        problem = pattern_problem(pattern)
+        if problem is not None:
+            raise SpecError(f"{where}: dynlib_exclude pattern {pattern!r} {problem}",
+                            hint="patterns match the end of a library's path, e.g. \"*.so\" or \"triton/**\"")
+    return patterns
 
 
 def _parse_linux_target(raw: dict[str, Any], where: str) -> str:

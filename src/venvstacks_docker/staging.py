@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 from venvstacks_docker import build as _build
+from venvstacks_docker.dynlib import BYPASS_NAME
 from venvstacks_docker.errors import PublishError
 from venvstacks_docker.spec import LayerSpec
 
@@ -17,8 +18,9 @@ def stage_layer(ctx: _build.BuildContext, layer: LayerSpec, dest: Path, *, hardl
     """Copy a built environment to ``dest`` the way it is shipped.
 
     Drops ``__pycache__``/``.pyc``, the build-time ``sitecustomize.py`` and
-    ``pyvenv.cfg`` (absolute paths), top-level hidden files; re-points the layered
-    ``python`` link at the runtime's deployed folder; adds ``postinstall.py``.
+    ``pyvenv.cfg`` (absolute paths), top-level hidden files; remakes the layered
+    ``bin/python`` (and ``bin/python_``) for the lower layers' deployed folders; adds
+    ``postinstall.py``.
     Files are hard-linked where possible (they are never modified in place).
     """
     src = ctx.env_dir(layer)
@@ -26,7 +28,8 @@ def stage_layer(ctx: _build.BuildContext, layer: LayerSpec, dest: Path, *, hardl
         raise PublishError(f"layer {layer.env_name} is not built ({src} is missing)",
                            hint="run `venvstacks-docker build` first (or `build --publish`)")
     site_rel = ctx.site_packages(layer).relative_to(src)
-    rt_deploy = _build.deployed_name(ctx.spec, ctx.spec.runtime_of(layer))
+    lower = [_build.deployed_name(ctx.spec, low) for low in ctx.spec.lower_layers(layer)]
+    remade = {Path("bin/python"), Path("bin") / BYPASS_NAME} if layer.kind != "runtime" else set()
     dest.mkdir(parents=True)
     for root, dirs, files in os.walk(src):
         rel_root = Path(root).relative_to(src)
@@ -52,9 +55,9 @@ def stage_layer(ctx: _build.BuildContext, layer: LayerSpec, dest: Path, *, hardl
                 continue
             source = Path(root) / name
             target = dest / rel
-            if layer.kind != "runtime" and rel == Path("bin/python"):
-                target.symlink_to(f"../../{rt_deploy}/bin/python")
-            elif source.is_symlink():
+            if rel in remade:
+                continue  # made below, for the deployed names
+            if source.is_symlink():
                 # the link's text, copied verbatim (Path would normalise it)
                 link = os.readlink(source)  # noqa: PTH115
                 if os.path.isabs(link):  # noqa: PTH117
@@ -72,6 +75,8 @@ def stage_layer(ctx: _build.BuildContext, layer: LayerSpec, dest: Path, *, hardl
                     shutil.copy2(source, target)
             else:
                 shutil.copy2(source, target)
+    if remade:
+        _build.link_python(dest / "bin", ctx.platform, lower[-1], lower)
     shutil.copyfile(POSTINSTALL, dest / "postinstall.py")
     (dest / "postinstall.py").chmod(0o644)
 
