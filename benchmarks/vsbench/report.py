@@ -28,10 +28,10 @@ KEPT_SECTIONS = [(SPEC_LOADING_START, SPEC_LOADING_END)]
 # why the archives' contents differ: (test on the entries only in venvstacks' / only in ours, text)
 CONTENT_REASONS = [
     (lambda only_vs, only_ours: any(n.startswith("share/venv/dynlib/") or n == "bin/python_" for n in only_vs),
-     "`share/venv/dynlib/` links and the `bin/python` wrapper script with its `bin/python_` symlink are "
-     "venvstacks' shared-library mechanism across layers, which venvstacks-docker does not implement "
-     "(documented: `dynlib_exclude` is accepted but unused, `dynlib_dirs` is always empty); ours has a "
-     "plain `bin/python` symlink instead"),
+     "venvstacks made `share/venv/dynlib/` links (or a `bin/python_` link) that venvstacks-docker did not: "
+     "both link a layer's shared libraries for the layers above, but venvstacks-docker never links an "
+     "extension module, whatever Python version its name is tagged for (see "
+     "docs/explanation/shared-libraries.md)"),
     (lambda only_vs, only_ours: any(n.endswith(("/INSTALLER", "/REQUESTED")) for n in only_vs),
      "`INSTALLER`/`REQUESTED` files are written by pip, which venvstacks 0.7.0 installs with; "
      "venvstacks-docker's archives have neither (venvstacks 0.8.0 installs with uv and keeps an "
