@@ -42,6 +42,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from _docblock import update_block  # the script's own folder is on sys.path
+
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "sample_project" / "_artifacts"
 SKLEARN_MODULE = "framework-sklearn/lib/python3.11/site-packages/sklearn/utils/_tags.py"
@@ -235,7 +237,6 @@ def measure(args: argparse.Namespace, work: Path) -> list[str]:
     return lines + details
 
 
-START, END = "<!-- bench_diff: start -->", "<!-- bench_diff: end -->"
 INTRO = """\
 ## `diff` against diffoscope
 
@@ -255,14 +256,7 @@ is written by the script (`--update-doc docs/benchmarks.md`), not by `run_benchm
 
 def update_doc(doc: Path, lines: list[str], argv: list[str]) -> None:
     command = " ".join([".venv/bin/python benchmarks/bench_diff.py", *argv, "--update-doc", str(doc)])
-    block = "\n".join([START, INTRO, f"Results of `{command}`:", "", *lines, END])
-    text = doc.read_text(encoding="utf-8")
-    if START in text and END in text:
-        text = text[:text.index(START)] + block + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    doc.write_text(text, encoding="utf-8")
-    print(f"results written to {doc}")
+    update_block(doc, "bench_diff", [INTRO, f"Results of `{command}`:", "", *lines])
 
 
 def main() -> None:

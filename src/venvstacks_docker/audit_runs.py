@@ -24,6 +24,7 @@ import tomli_w
 
 from venvstacks_docker.audit_plan import OTHER_SUITE, Run
 from venvstacks_docker.spec import StackSpec
+from venvstacks_docker.stack_files import copy_root, placed, stack_inputs
 
 #: A folder name no build tool should choke on, and that many do.
 LONG_NAME = "a rather long folder name, with spaces \u2013 \u00fcn\u00efc\u00f6d\u00e9 and \u2713 marks"
@@ -52,24 +53,6 @@ def run_root(work_dir: Path, run: Run, run_id: str) -> Path:
     return work_dir / safe
 
 
-def _inputs(spec: StackSpec) -> list[Path]:
-    """The files a publish reads, relative to the spec folder (modules the stack file
-    names outside that folder, as venvstacks allows, come out as ``../`` paths)."""
-    base = spec.spec_dir
-    files = [spec.path]
-    uv_file = base / "venvstacks.uv.toml"
-    if uv_file.is_file():
-        files.append(uv_file)
-    roots = [spec.requirements_dir] + [m for layer in spec.applications
-                                       for m in (layer.launch_module, *layer.support_modules) if m is not None]
-    for root in roots:
-        if root.is_file():
-            files.append(root)
-        elif root.is_dir():
-            files += [p for p in sorted(root.rglob("*")) if p.is_file() and "__pycache__" not in p.parts]
-    return [Path(os.path.relpath(f, base)) for f in files]
-
-
 def _relaid_spec(text: str) -> str:
     """The same stack with its tables and keys in another order (layer order within a kind kept)."""
     data = tomllib.loads(text)
@@ -87,23 +70,21 @@ def _relaid_spec(text: str) -> str:
 def copy_stack(spec: StackSpec, dest: Path, *, shuffled: bool, relaid: bool) -> Path:
     """Copy what publishing ``spec`` reads into ``dest``; returns the copied stack file.
 
-    Files above the spec folder keep their place relative to it: the stack copy is nested
-    as deep as the furthest ``..`` reaches, so every relative path in the stack file holds.
+    Files above the spec folder keep their place relative to it (:mod:`.stack_files`).
     """
-    files = _inputs(spec)
+    files = stack_inputs(spec)
     if shuffled:
         random.Random(0xA0D17).shuffle(files)  # a fixed shuffle: the same audit twice does the same
-    depth = max(next((i for i, part in enumerate(rel.parts) if part != ".."), 0) for rel in files)
-    stack_dir = dest.joinpath(*(["up"] * depth))
+    root = copy_root(dest, files)
     spec_rel = Path(spec.path.name)
     for rel in files:
-        target = Path(os.path.normpath(stack_dir / rel))
+        target = placed(root, rel)
         target.parent.mkdir(parents=True, exist_ok=True)
         if rel == spec_rel and relaid:
             target.write_text(_relaid_spec(spec.path.read_text(encoding="utf-8")), encoding="utf-8")
         else:
             shutil.copy2(spec.spec_dir / rel, target)
-    return stack_dir / spec.path.name
+    return root / spec.path.name
 
 
 def _preexec(variations: tuple[str, ...]) -> Callable[[], None] | None:

@@ -97,6 +97,12 @@ class DifferenceFound(VenvstacksDockerError):
     return_code = 12
 
 
+class BundleError(VenvstacksDockerError):
+    """A bundle is damaged, incomplete, edited, or made for another lock, platform or tool."""
+
+    return_code = 14
+
+
 class Interrupted(VenvstacksDockerError):
     """The user interrupted the run (Ctrl-C or SIGTERM)."""
 
@@ -118,5 +124,6 @@ EXIT_CODES: dict[int, str] = {
     11: "deploy: the target already holds a layer, or a layer's runtime is missing",
     12: "diff found differences between its inputs",
     13: "audit: a run under some variation differs from the reference",
+    14: "bundle: damaged, incomplete or edited, or made for another lock, platform or tool version",
     130: "interrupted",
 }

@@ -15,6 +15,7 @@ from typing import Any
 from venvstacks_docker import build as _build
 from venvstacks_docker import lock as _lock
 from venvstacks_docker import ui
+from venvstacks_docker.bundle_plan import RUNTIMES_DIR, WHEELS_DIR
 from venvstacks_docker.errors import Interrupted
 from venvstacks_docker.locking import hold, work_locks
 from venvstacks_docker.plan import Plan
@@ -47,6 +48,11 @@ class Outcome:
 
 def context(plan: Plan, spec: StackSpec) -> _build.BuildContext:
     """The build context a plan runs in."""
+    if plan.bundle_dir is not None:  # everything from the bundle, nothing from the network
+        return _build.BuildContext(spec=spec, build_dir=plan.build_dir, platform=plan.platform,
+                                   wheel_dir=plan.bundle_dir / WHEELS_DIR,
+                                   runtime_sources=(str(plan.bundle_dir / RUNTIMES_DIR), *plan.runtime_sources),
+                                   offline=True)
     return _build.BuildContext(spec=spec, build_dir=plan.build_dir, platform=plan.platform,
                                runtime_sources=plan.runtime_sources, offline=plan.offline)
 

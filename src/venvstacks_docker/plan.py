@@ -78,6 +78,8 @@ class Plan:
     clean: bool = False
     runtime_sources: tuple[str, ...] = ()
     offline: bool = False
+    bundle_dir: Path | None = None
+    """An unpacked bundle to build from (``--from-bundle``): its wheels and runtimes, offline."""
     # publishing and exporting
     publish: bool = False
     dry_run: bool = False
@@ -111,7 +113,7 @@ class Plan:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form (paths as strings), the one a builder container receives."""
         data = asdict(self)
-        for key in ("spec_path", "build_dir", "output_dir"):
+        for key in ("spec_path", "build_dir", "output_dir", "bundle_dir"):
             data[key] = str(data[key]) if data[key] is not None else None
         data["local_wheel_dirs"] = [str(p) for p in self.local_wheel_dirs]
         data["plan_version"] = PLAN_VERSION
@@ -130,6 +132,7 @@ class Plan:
         fields["spec_path"] = Path(fields["spec_path"])
         fields["build_dir"] = Path(fields["build_dir"])
         fields["output_dir"] = Path(fields["output_dir"]) if fields.get("output_dir") else None
+        fields["bundle_dir"] = Path(fields["bundle_dir"]) if fields.get("bundle_dir") else None
         fields["steps"] = tuple(LayerStep(layer_name=s["layer_name"], operations=tuple(s["operations"]),
                                           reason=s["reason"]) for s in fields.get("steps", ()))
         fields["local_wheel_dirs"] = tuple(Path(p) for p in fields.get("local_wheel_dirs", ()))
@@ -149,6 +152,7 @@ class Where:
     offline: bool = False
     local_wheel_dirs: tuple[Path, ...] = field(default=())
     query_default_index: bool = True
+    bundle_dir: Path | None = None
 
 
 # --- selection ----------------------------------------------------------------------
@@ -268,8 +272,9 @@ def plan_build(spec: StackSpec, selection: Selection, where: Where, *, lock_if_n
                 output_dir=where.output_dir, steps=tuple(steps), skipped=skipped, lock=lock_if_needed,
                 reset_lock=_matching(everything, reset_lock), query_default_index=where.query_default_index,
                 local_wheel_dirs=where.local_wheel_dirs, build=build, clean=clean,
-                runtime_sources=where.runtime_sources, offline=where.offline, publish=publish,
-                dry_run=not publish, force=clean, tag_outputs=tag_outputs)
+                runtime_sources=where.runtime_sources, offline=where.offline or where.bundle_dir is not None,
+                bundle_dir=where.bundle_dir, publish=publish, dry_run=not publish, force=clean,
+                tag_outputs=tag_outputs)
 
 
 def _output_layers(spec: StackSpec, selection: Selection,

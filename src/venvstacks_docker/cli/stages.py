@@ -7,6 +7,7 @@ the container executor; both return the same outcome, rendered here.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -14,6 +15,7 @@ import typer
 from venvstacks_docker import plan as _plan
 from venvstacks_docker import platforms as _plat
 from venvstacks_docker import preflight
+from venvstacks_docker.bundle_use import Checked, check_fits, open_bundle
 from venvstacks_docker.cli import render
 from venvstacks_docker.cli._common import (
     BUILDING,
@@ -51,6 +53,10 @@ PublishDependenciesOpt = Annotated[bool, typer.Option("--publish-dependencies", 
                                                       help="Also publish the layers the selected ones need.")]
 PublishDerivedOpt = Annotated[bool, typer.Option("--publish-derived", rich_help_panel=SELECT,
                                                  help="Also publish the layers built on the selected ones.")]
+FromBundleOpt = Annotated[Path | None, typer.Option(
+    "--from-bundle", metavar="BUNDLE", rich_help_panel=BUILDING,
+    help="Build offline from a bundle (file or unpacked folder): its wheels, runtimes and builder image, "
+    "no index, no network.")]
 
 
 def register(app: typer.Typer) -> None:
@@ -63,7 +69,8 @@ def register(app: typer.Typer) -> None:
 
 
 def _where(spec: StackSpec, build_dir: str, output_dir: str | None = None, *, local_wheels: list[str] | None = None,
-           runtime_source: list[str] | None = None, offline: bool = False, index: bool = True) -> _plan.Where:
+           runtime_source: list[str] | None = None, offline: bool = False, index: bool = True,
+           bundle_dir: Path | None = None) -> _plan.Where:
     dirs = tuple(resolve_dir(spec, d) for d in local_wheels or ())
     for folder in dirs:
         if not folder.is_dir():
@@ -71,7 +78,7 @@ def _where(spec: StackSpec, build_dir: str, output_dir: str | None = None, *, lo
     return _plan.Where(platform=_plat.current_platform(), build_dir=resolve_dir(spec, build_dir),
                        output_dir=resolve_dir(spec, output_dir) if output_dir else None,
                        runtime_sources=tuple(absolute_source(spec, s) for s in runtime_source or ()),
-                       offline=offline, local_wheel_dirs=dirs, query_default_index=index)
+                       offline=offline, local_wheel_dirs=dirs, query_default_index=index, bundle_dir=bundle_dir)
 
 
 def _execute(spec: StackSpec, plan: _plan.Plan, *, native: bool, base_image: str | None) -> Outcome:
@@ -93,6 +100,47 @@ def _finish(spec: StackSpec, plan: _plan.Plan, *, show: bool, show_only: bool, j
         return
     outcome = _execute(spec, plan, native=native, base_image=base_image)
     render.print_outcome(spec, plan, outcome, json_output=json_output)
+
+
+def _bundle_source(spec_path: Path | None, bundle: Path) -> tuple[StackSpec, Checked]:
+    """The stack and the verified, unpacked bundle of ``--from-bundle``.
+
+    Without a stack file, the bundled one is used (then the build and output folders are
+    relative to the current folder, not to the bundle).
+    """
+    from venvstacks_docker.runtimes import cache_root
+
+    checked = open_bundle(bundle.expanduser().absolute(), cache_root())
+    if spec_path is None:
+        stack_file = str((checked.manifest.get("stack") or {}).get("stack_file", ""))
+        return load(checked.path / stack_file), checked
+    return load(spec_path), checked
+
+
+def _bundle_folders(spec_path: Path | None, *folders: str) -> list[str]:
+    """Folder options of a run from the bundled stack file: relative to the current folder."""
+    return [f if spec_path is not None else str(Path(f).expanduser().absolute()) for f in folders]
+
+
+def _check_bundle_fits(spec: StackSpec, plan: _plan.Plan, checked: Checked) -> None:
+    from venvstacks_docker.lockfiles import read_meta
+
+    needed = plan.layers_with("build", "build-if-needed")
+    check_fits(checked, platform=plan.platform,
+               layers={name: (read_meta(spec, spec.layer(name)) or {}).get("requirements_hash") for name in needed})
+
+
+def _build_from_bundle(spec_path: Path | None, bundle: Path, *, build_dir: str, output_dir: str,
+                       selection: _plan.Selection, publish: bool, tag_outputs: bool, clean: bool,
+                       show: tuple[bool, bool, bool], native: bool) -> None:
+    """Build (and publish) from a bundle, offline: the plan is an ordinary build plan
+    whose wheels and runtimes come from the bundle, and whose builder image is the bundle's."""
+    spec, checked = _bundle_source(spec_path, bundle)
+    build_dir, output_dir = _bundle_folders(spec_path, build_dir, output_dir)
+    where = _where(spec, build_dir, output_dir, bundle_dir=checked.path)
+    plan = _plan.plan_build(spec, selection, where, build=True, publish=publish, clean=clean, tag_outputs=tag_outputs)
+    _check_bundle_fits(spec, plan, checked)
+    _finish(spec, plan, show=show[0], show_only=show[1], json_output=show[2], native=native, base_image=None)
 
 
 def show(
@@ -185,15 +233,24 @@ def build(
     base_image: BaseImageOpt = None,
     offline: Annotated[bool, typer.Option("--offline", rich_help_panel=BUILDING,
                                           help="No network: runtimes and wheels must already be cached.")] = False,
+    from_bundle: FromBundleOpt = None,
 ) -> None:
     """Build layer environments, locking first and publishing after if asked: the pipeline command."""
-    spec = load(spec_path)
     if include_dependencies or no_include_dependencies:  # venvstacks' --[no-]include-dependencies
         lock_dependencies = build_dependencies = publish_dependencies = include_dependencies
     selection = _plan.Selection(include=tuple(include or ()), allow_missing=allow_missing,
                                 lock_dependencies=lock_dependencies, build_dependencies=build_dependencies,
                                 publish_dependencies=publish_dependencies, build_derived=build_derived,
                                 publish_derived=publish_derived)
+    if from_bundle is not None:
+        if lock_if_needed or lock_ or reset_lock or local_wheels:
+            raise SpecError("--from-bundle builds from the bundled locks: it cannot lock",
+                            hint="lock on the connected host and bundle again")
+        _build_from_bundle(spec_path, from_bundle, build_dir=build_dir, output_dir=output_dir, selection=selection,
+                           publish=publish_, tag_outputs=tag_outputs, clean=clean,
+                           show=(show, show_only, json_output), native=native)
+        return
+    spec = load(spec_path)
     where = _where(spec, build_dir, output_dir, local_wheels=local_wheels, runtime_source=runtime_source,
                    offline=offline, index=index)
     plan = _plan.plan_build(spec, selection, where, lock_if_needed=lock_if_needed or lock_, build=do_build,
@@ -204,7 +261,9 @@ def build(
 
 
 def publish(
-    spec_path: SpecArg,
+    spec_path: Annotated[Path | None, typer.Argument(
+        help="The stack file (venvstacks.toml), or its folder (with --from-bundle: default, the bundled one).",
+        show_default=False)] = None,
     build_dir: BuildDirOpt = "_build",
     output_dir: OutputDirOpt = "_artifacts",
     force: Annotated[bool, typer.Option("--force", rich_help_panel=OUTPUT,
@@ -221,11 +280,26 @@ def publish(
     json_output: JsonOpt = False,
     native: NativeOpt = False,
     base_image: BaseImageOpt = None,
+    from_bundle: Annotated[Path | None, typer.Option(
+        "--from-bundle", metavar="BUNDLE", rich_help_panel=BUILDING,
+        help="Build and publish offline from a bundle (file or unpacked folder): its stack (unless one is "
+        "given), wheels, runtimes and builder image; no index, no network.")] = None,
 ) -> None:
-    """Publish already-built environments: one archive per layer, metadata in __venvstacks__/."""
-    spec = load(spec_path)
+    """Publish already-built environments: one archive per layer, metadata in __venvstacks__/.
+
+    With --from-bundle: build the layers from the bundle first (offline), then publish.
+    """
     selection = _plan.Selection(include=tuple(include or ()), allow_missing=allow_missing,
                                 publish_dependencies=publish_dependencies, publish_derived=publish_derived)
+    if from_bundle is not None:
+        _build_from_bundle(spec_path, from_bundle, build_dir=build_dir, output_dir=output_dir, selection=selection,
+                           publish=not dry_run, tag_outputs=tag_outputs, clean=force,
+                           show=(show, show_only, json_output), native=native)
+        return
+    if spec_path is None:
+        raise SpecError("publish needs the stack file", hint="venvstacks-docker publish path/to/venvstacks.toml "
+                        "(or --from-bundle BUNDLE to publish a bundled stack)")
+    spec = load(spec_path)
     plan = _plan.plan_publish(spec, selection, _where(spec, build_dir, output_dir), force=force,
                               dry_run=dry_run, tag_outputs=tag_outputs)
     _finish(spec, plan, show=show, show_only=show_only, json_output=json_output, native=native,

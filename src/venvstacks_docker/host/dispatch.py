@@ -18,6 +18,7 @@ before anything starts) and hands it here.  The split of the work:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import sys
@@ -28,11 +29,11 @@ from typing import TYPE_CHECKING, Any, Final
 
 from venvstacks_docker import _testhooks, ui
 from venvstacks_docker import credentials as _credentials
-from venvstacks_docker.errors import Interrupted, VenvstacksDockerError
+from venvstacks_docker.errors import BundleError, Interrupted, VenvstacksDockerError
 from venvstacks_docker.execute import Outcome
 from venvstacks_docker.host.container import Mount, StreamName
 from venvstacks_docker.host.engine import session
-from venvstacks_docker.host.images import ensure_builder_image, host_target
+from venvstacks_docker.host.images import BuilderImage, ensure_builder_image, host_target
 from venvstacks_docker.host.orchestrator import ContainerStepFailed, run_in_builder, same_path_mounts
 from venvstacks_docker.locking import RUN_ID, STATE_DIR, FolderLock, held_env, hold, work_locks
 from venvstacks_docker.metadata import dumps
@@ -161,7 +162,10 @@ def _mounts(spec: StackSpec, plan: Plan, cache: Path) -> dict[Path, bool]:
         for module in (layer.launch_module, *layer.support_modules):
             if module is not None:  # mounted where the stack file names it, even above its folder
                 paths[Path(os.path.normpath(module))] = True
-    for extra in (*plan.local_wheel_dirs, *_local_sources(spec, plan)):
+    extras = [*plan.local_wheel_dirs, *_local_sources(spec, plan)]
+    if plan.bundle_dir is not None:
+        extras.append(plan.bundle_dir)
+    for extra in extras:
         paths.setdefault(Path(extra), True)
     for folder in (plan.build_dir, plan.output_dir):
         if folder is not None:
@@ -240,12 +244,9 @@ def _run_with_client(plan: Plan, spec: StackSpec, *, base_image: str | None, loc
     from venvstacks_docker.runtimes import cache_root
 
     reporter = ui.current()
-    target = host_target()
-    with reporter.phase(f"preparing the builder image for {target}"):
-        image = ensure_builder_image(target, base_image=base_image, spec_base_image=spec.base_image,
-                                     client=client, on_progress=reporter.detail)
+    image = _builder_image(plan, spec, base_image=base_image, client=client)
     reporter.detail(f"builder image {image.tag}")
-    if not plan.needs_network and plan.build:
+    if not plan.needs_network and plan.build and plan.bundle_dir is None:
         prefetch_for_offline_build(spec, plan)
     cache = cache_root().absolute()
     mounts = same_path_mounts(_mounts(spec, plan, cache))
@@ -278,6 +279,24 @@ def _run_with_client(plan: Plan, spec: StackSpec, *, base_image: str | None, loc
     if replayer.outcome is None:
         raise RemoteError("the builder container ended without reporting an outcome", hint=None, return_code=6)
     return Outcome.from_dict(replayer.outcome)
+
+
+def _builder_image(plan: Plan, spec: StackSpec, *, base_image: str | None, client: Any) -> BuilderImage:
+    """The builder image: the bundle's (loaded if the engine lacks it), else made or found."""
+    target = host_target()
+    if plan.bundle_dir is not None:
+        from venvstacks_docker.bundle_format import MANIFEST
+        from venvstacks_docker.host.bundle_image import ensure_loaded
+
+        manifest = json.loads((plan.bundle_dir / MANIFEST).read_text(encoding="utf-8"))
+        recorded = (manifest.get("builder_images") or {}).get(target)
+        if not recorded:
+            raise BundleError(f"the bundle {plan.bundle_dir} holds no builder image for {target}",
+                              hint="bundle with the image on the connected host, or build here with --native")
+        return ensure_loaded(client, plan.bundle_dir / recorded["member"], recorded)
+    with ui.current().phase(f"preparing the builder image for {target}"):
+        return ensure_builder_image(target, base_image=base_image, spec_base_image=spec.base_image,
+                                    client=client, on_progress=ui.current().detail)
 
 
 def _remote_error(event: dict[str, object]) -> RemoteError:
