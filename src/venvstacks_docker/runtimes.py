@@ -246,7 +246,12 @@ class _Search:
             self.mismatches.append((str(path), sha))
             self.tried.append(f"{path}: sha256 {sha} (expected {self.expected})")
             return None
-        cached = path if in_cache else _store_in_cache(path, name, sha)
+        cached = path
+        if not in_cache:
+            try:
+                cached = _store_in_cache(path, name, sha)
+            except OSError as exc:  # a read-only cache (a builder container's): use it where it is
+                log.info("not caching %s (%s); using it in place", path, exc.strerror or exc)
         return RuntimeArchive(path=cached, sha256=sha, filename=name, origin=origin)
 
     def failure(self, offline: bool, upstream_note: str | None) -> RuntimeArchiveError:
