@@ -17,8 +17,10 @@ import datetime as _dt
 import logging
 import os
 import re
+import threading
 import tomllib
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +49,9 @@ from venvstacks_docker.lockfiles import (  # the lock API other modules use (see
 )
 from venvstacks_docker.metadata import write_json, write_text_atomic
 from venvstacks_docker.spec import LayerSpec, StackSpec, canonical
+
+#: Layers resolved at once: resolving waits on the index and on uv, more than on the CPU.
+_LOCK_WORKERS = max(2, min(4, 2 * _plat.usable_cpus()))
 
 log = logging.getLogger(__name__)
 
@@ -356,29 +361,58 @@ def lock_stack(
     reset: set[str] | None = None,
     on_layer: Callable[[LayerSpec, str], None] | None = None,
 ) -> dict[str, str]:
-    """Lock ``layers`` in order (runtimes, frameworks, applications).
+    """Lock ``layers``, each once every selected layer below it is locked.
+
+    Layers that do not depend on each other (the frameworks on one runtime, most
+    applications) are locked concurrently: resolving is mostly waiting for the index
+    and for uv, so a few at a time finish sooner than one after another.  The lock
+    files are the same either way: each layer's inputs are its own spec and the locks
+    below it, which are complete before it starts.
 
     :param runtime_python_for: gives the runtime interpreter for a layer (and, for
-        runtime layers, the archive pin); it may unpack the runtime.
-    :returns: env name -> "locked" | "unchanged" | "skipped".
+        runtime layers, the archive pin); it may unpack the runtime (calls are serialised).
+    :returns: env name -> "locked" | "unchanged" | "skipped", in stack order.
     """
-    results: dict[str, str] = {}
     order = [layer for layer in spec.all_layers() if layer in layers]
-    for layer in order:
+    selected = {layer.env_name for layer in order}
+    interpreter = threading.Lock()
+
+    def one(layer: LayerSpec) -> str:
         if if_needed and not lock_problems(spec, layer):
-            results[layer.env_name] = "skipped"
             if on_layer:
                 on_layer(layer, "valid")
-            continue
+            return "skipped"
         if on_layer:
             on_layer(layer, "locking")
-        python, pin = runtime_python_for(layer)
+        with interpreter:
+            python, pin = runtime_python_for(layer)
         changed = lock_layer(spec, layer, build_dir=build_dir, runtime_python=python, index=index,
                              reset=bool(reset and layer.env_name in reset), runtime_archive=pin)
-        results[layer.env_name] = "locked" if changed else "unchanged"
+        result = "locked" if changed else "unchanged"
         if on_layer:
-            on_layer(layer, results[layer.env_name])
-    return results
+            on_layer(layer, result)
+        return result
+
+    results: dict[str, str] = {}
+    waiting = list(order)
+    with ThreadPoolExecutor(max_workers=_LOCK_WORKERS) as pool:
+        running: dict[Future[str], LayerSpec] = {}
+        while waiting or running:
+            for layer in [w for w in waiting if all(low.env_name in results or low.env_name not in selected
+                                                    for low in spec.lower_layers(w))]:
+                waiting.remove(layer)
+                running[pool.submit(one, layer)] = layer
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                layer = running.pop(future)
+                try:
+                    results[layer.env_name] = future.result()
+                except BaseException:
+                    waiting.clear()  # start nothing new; let the running ones finish, then fail
+                    for other in running:
+                        other.cancel()
+                    raise
+    return {layer.env_name: results[layer.env_name] for layer in order}
 
 
 __all__ = [
