@@ -15,13 +15,15 @@ layer dependencies) and, for versioned layers, the version inputs.
 from __future__ import annotations
 
 import contextlib
+import re
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from packaging.markers import Marker
+from packaging.markers import Environment, Marker
+from packaging.pylock import PackageWheel, Pylock, PylockSelectError, PylockValidationError
 from packaging.requirements import Requirement
 from packaging.version import InvalidVersion, Version
 
@@ -233,19 +235,65 @@ def lock_problems(spec: StackSpec, layer: LayerSpec, _seen: dict[str, list[str]]
     return problems
 
 
-def install_requirements(spec: StackSpec, layer: LayerSpec, plat: str) -> list[tuple[LockedPackage, dict[str, Any]]]:
-    """Packages to install in ``layer`` on ``plat`` with the wheel chosen for each."""
+def _installable(path: Path, doc: dict[str, Any]) -> tuple[Pylock, list[LockedPackage]] | None:
+    """The packages of a lock that a layer installs itself, validated by
+    :class:`packaging.pylock.Pylock` (PEP 751), with their :class:`LockedPackage` rows.
+
+    Packages a lower layer provides are left out first: venvstacks marks them with an
+    unsatisfiable marker and removes their wheels, which PEP 751 does not allow for a
+    package (it must name a source), so the whole document cannot be validated as such.
+    ``None`` when the layer installs nothing.
+
+    :raises LockError: naming the file and the entry, when the lock is malformed.
+    """
+    raw = [pkg for pkg in doc.get("packages", []) if SHARED_CLAUSE not in str(pkg.get("marker") or "")]
+    if not raw:
+        return None
+    try:
+        pylock = Pylock.from_dict({**doc, "packages": raw})
+    except PylockValidationError as exc:
+        raise LockError(f"lock file {path} is not a valid pylock file: {exc}",
+                        hint="relock the layer (`venvstacks-docker lock --reset-lock LAYER`)") from None
+    return pylock, locked_packages({"packages": raw})
+
+
+def install_requirements(spec: StackSpec, layer: LayerSpec, plat: str) -> list[tuple[LockedPackage, PackageWheel]]:
+    """Packages to install in ``layer`` on ``plat``, each with the wheel chosen for it.
+
+    The choice is PEP 751's, made by :meth:`packaging.pylock.Pylock.select`: the markers
+    evaluated for ``plat`` and the layer's Python, and of each package's wheels the one
+    with the most preferred of the tags that Python accepts there
+    (:func:`venvstacks_docker.platforms.supported_tags`).  Packages a lower layer
+    provides are not installed again.
+
+    :raises LockError: when the lock has no wheel of a package for ``plat`` (or only a
+        source, which is never built), or is malformed.
+    """
     _credentials.remember_indexes(spec.uv_config)  # the wheel fetcher needs the stack's named indexes
-    doc = read_pylock(lock_paths(spec, layer).pylock)
+    path = lock_paths(spec, layer).pylock
+    installable = _installable(path, read_pylock(path))
+    if installable is None:
+        return []
+    pylock, rows = installable
+    row_of = {id(pkg): row for pkg, row in zip(pylock.packages, rows, strict=True)}
+    environment = cast(Environment, _plat.marker_environment(plat, layer.py_version))
     tags = _plat.supported_tags(plat, layer.py_version, layer.linux_target, layer.macosx_target)
-    chosen = []
-    for pkg in locked_packages(doc):
-        if pkg.shared or not _plat.marker_applies(pkg.marker, plat, layer.py_version):
-            continue
-        names = {_wheel_name(w): w for w in pkg.wheels}
-        best = _plat.best_wheel(names, tags)
-        if best is None:
-            raise LockError(f"layer {layer.env_name}: the lock has no wheel of {pkg.name}=={pkg.version} "
-                            f"for {plat}", hint="relock, or restrict the layer's platforms")
-        chosen.append((pkg, names[best]))
+    chosen: list[tuple[LockedPackage, PackageWheel]] = []
+    try:
+        for pkg, dist in pylock.select(environment=environment, tags=tags):
+            if not isinstance(dist, PackageWheel):
+                raise _no_wheel(layer, plat, row_of[id(pkg)])
+            chosen.append((row_of[id(pkg)], dist))
+    except PylockSelectError as exc:
+        # packaging names the entry as ``packages[N]``: N indexes ``rows``
+        where = re.search(r"packages\[(\d+)\]", str(exc))
+        if where and str(exc).startswith("No wheel") and int(where[1]) < len(rows):
+            raise _no_wheel(layer, plat, rows[int(where[1])]) from None
+        raise LockError(f"layer {layer.env_name}: the lock cannot be installed on {plat}: {exc}",
+                        hint="relock the layer") from None
     return chosen
+
+
+def _no_wheel(layer: LayerSpec, plat: str, pkg: LockedPackage) -> LockError:
+    return LockError(f"layer {layer.env_name}: the lock has no wheel of {pkg.name}=={pkg.version} for {plat}",
+                     hint="relock, or restrict the layer's platforms")

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import platform as _platform
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from packaging.markers import Marker
-from packaging.tags import Tag, cpython_tags
-from packaging.utils import parse_wheel_filename
+from packaging.tags import Tag, compatible_tags, cpython_tags, create_compatible_tags_selector, mac_platforms
+from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
 from venvstacks_docker.errors import SpecError
 
@@ -91,64 +92,77 @@ def marker_applies(marker: str | None, plat: str, py_full_version: str) -> bool:
     return Marker(marker).evaluate(marker_environment(plat, py_full_version))
 
 
-def _linux_platform_tags(arch: str, glibc: str) -> list[str]:
-    major, minor = (int(p) for p in glibc.split("."))
-    tags = [f"manylinux_{major}_{m}_{arch}" for m in range(minor, 4, -1)]
-    legacy = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
-    ordered: list[str] = []
-    for tag in tags:
-        ordered.append(tag)
-        m = int(tag.split("_")[2])
-        if (m in legacy and (legacy[m] != "manylinux2010" or arch in ("x86_64", "i686"))
-                and (legacy[m] != "manylinux1" or arch in ("x86_64", "i686"))):
-            ordered.append(f"{legacy[m]}_{arch}")
-    ordered.append(f"linux_{arch}")
-    return ordered
+#: glibc versions of the legacy manylinux tags (PEP 600), and the architectures each
+#: was defined for (``packaging.tags`` knows the same aliases for the running host).
+_LEGACY_MANYLINUX = {(2, 17): "manylinux2014", (2, 12): "manylinux2010", (2, 5): "manylinux1"}
+_OLD_GLIBC_ARCHS = ("x86_64", "i686")  # the only ones with wheels for glibc older than 2.17
 
 
-def _mac_platform_tags(arch: str, target: str) -> list[str]:
-    major = int(target.split(".")[0])
+def _manylinux_platforms(arch: str, glibc: str) -> list[str]:
+    """``manylinux`` platform tags of a target glibc, best first, with ``linux_<arch>`` last.
+
+    ``packaging.tags.platform_tags()`` answers this for the running host only (it reads
+    the host's glibc); a target is named by the stack, so its tags are made here, by the
+    same rules: every ``manylinux_2_Y`` from the target down to 2.17 (2.5 on x86), each
+    legacy alias right after its version.  ``linux_<arch>`` (a local, untagged build, as
+    venvstacks accepts too) comes last.
+    """
+    major, minor = (int(part) for part in glibc.split(".")[:2])
+    oldest = 5 if arch in _OLD_GLIBC_ARCHS else 17
     tags: list[str] = []
-    mac_arch = "arm64" if arch == "aarch64" else "x86_64"
-    for ver in range(major, 10, -1):
-        tags += [f"macosx_{ver}_0_{mac_arch}", f"macosx_{ver}_0_universal2"]
-    if mac_arch == "x86_64":
-        for minor in range(16, 8, -1):
-            tags += [f"macosx_10_{minor}_x86_64", f"macosx_10_{minor}_universal2"]
-    return tags
+    for glibc_minor in range(minor, oldest - 1, -1):
+        tags.append(f"manylinux_{major}_{glibc_minor}_{arch}")
+        legacy = _LEGACY_MANYLINUX.get((major, glibc_minor))
+        if legacy and (legacy == "manylinux2014" or arch in _OLD_GLIBC_ARCHS):
+            tags.append(f"{legacy}_{arch}")
+    return [*tags, f"linux_{arch}"]
 
 
-def supported_tags(plat: str, py_version: str, linux_target: str, macosx_target: str) -> list[Tag]:
-    """Wheel tags a CPython of ``py_version`` on ``plat`` accepts, best first."""
+def platform_tags(plat: str, linux_target: str, macosx_target: str) -> list[str]:
+    """Wheel platform tags a target accepts, best first.
+
+    macOS: :func:`packaging.tags.mac_platforms` for the target version and CPU, so an
+    ``arm64`` target also takes ``universal2`` wheels, including ``macosx_10_x_universal2``
+    ones (their x86_64 half names the oldest macOS; the arm64 half needs 11, which every
+    arm64 Mac has).  Linux: :func:`_manylinux_platforms`.  Windows: the one tag.
+    """
     arch = arch_of(plat)
     osname = os_of(plat)
     if osname == "linux":
-        plats = _linux_platform_tags(arch, linux_target)
-    elif osname == "macosx":
-        plats = _mac_platform_tags(arch, macosx_target)
-    else:
-        plats = ["win_arm64" if arch == "aarch64" else "win_amd64"]
-    major, minor = (int(p) for p in py_version.split(".")[:2])
-    return list(cpython_tags((major, minor), platforms=plats)) + _generic_tags((major, minor), plats)
+        return _manylinux_platforms(arch, linux_target)
+    if osname == "macosx":
+        major, _, minor = f"{macosx_target}.0".partition(".")
+        version = (int(major), int(minor.split(".")[0]))
+        return list(mac_platforms(version, "arm64" if arch == "aarch64" else "x86_64"))
+    return ["win_arm64" if arch == "aarch64" else "win_amd64"]
 
 
-def _generic_tags(version: tuple[int, int], plats: list[str]) -> list[Tag]:
-    from packaging.tags import compatible_tags
+@functools.cache
+def _supported_tags(plat: str, py_minor: tuple[int, int], linux_target: str, macosx_target: str) -> tuple[Tag, ...]:
+    plats = platform_tags(plat, linux_target, macosx_target)
+    interpreter = f"cp{py_minor[0]}{py_minor[1]}"
+    return (*cpython_tags(py_minor, platforms=plats), *compatible_tags(py_minor, interpreter, plats))
 
-    return list(compatible_tags(version, f"cp{version[0]}{version[1]}", plats))
+
+def supported_tags(plat: str, py_version: str, linux_target: str, macosx_target: str) -> list[Tag]:
+    """Wheel tags a CPython of ``py_version`` on ``plat`` accepts, best first.
+
+    :func:`packaging.tags.cpython_tags` (``cp311-cp311``, ``cp311-abi3``... ``cp32-abi3``)
+    then :func:`packaging.tags.compatible_tags` (``py3-none``...) over
+    :func:`platform_tags`, then ``none-any``: the order a CPython installer prefers.
+    """
+    major, minor = (int(part) for part in py_version.split(".")[:2])
+    return list(_supported_tags(plat, (major, minor), linux_target, macosx_target))
 
 
-def best_wheel(filenames: Iterable[str], tags: list[Tag]) -> str | None:
-    """The wheel among ``filenames`` with the most preferred compatible tag."""
-    rank = {tag: i for i, tag in enumerate(tags)}
-    best: tuple[int, str] | None = None
+def best_wheel(filenames: Iterable[str], tags: Sequence[Tag]) -> str | None:
+    """The wheel among ``filenames`` with the most preferred compatible tag (the first
+    such when several tie); ``None`` when none is compatible.  A file name that is not a
+    valid wheel name is just not a candidate."""
+    candidates = []
     for name in filenames:
         try:
-            _, _, _, wheel_tags = parse_wheel_filename(name)
-        except Exception:  # noqa: BLE001 - a file name that does not parse is just not a candidate
+            candidates.append((name, parse_wheel_filename(name)[3]))
+        except InvalidWheelFilename:
             continue
-        scores = [rank[t] for t in wheel_tags if t in rank]
-        if scores and (best is None or min(scores) < best[0]):
-            best = (min(scores), name)
-    return best[1] if best else None
-
+    return next(create_compatible_tags_selector(tags)(candidates), None)

@@ -15,11 +15,14 @@ handling) is :mod:`venvstacks_docker._download`'s.
 
 from __future__ import annotations
 
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+from packaging.pylock import PackageWheel
 
 from venvstacks_docker import credentials as _credentials
 from venvstacks_docker._download import copy_verified, download
@@ -39,21 +42,35 @@ class WheelRef:
     """A local wheel (``--local-wheels``), already resolved to an absolute path."""
 
 
-def wheel_ref(entry: dict[str, Any], lock_dir: Path) -> WheelRef:
-    """The wheel a pylock ``wheels`` entry pins; relative paths are relative to ``lock_dir``.
+def wheel_ref(wheel: PackageWheel, lock_dir: Path) -> WheelRef:
+    """The wheel a pylock ``wheels`` entry pins (as :mod:`packaging.pylock` reads it).
+
+    A ``path`` is relative to ``lock_dir`` (the folder of the lock file), as PEP 751 and
+    venvstacks write it; an absolute path or a ``file://`` URL (locks written before
+    paths were made relative) is taken as it is.
 
     :raises BuildError: when the entry has no sha256.
     """
-    ref = entry.get("url") or entry.get("path") or ""
-    filename = entry.get("name") or ref.rsplit("/", 1)[-1].split("#", 1)[0]
-    sha = entry.get("hashes", {}).get("sha256")
+    filename = wheel.filename
+    sha = wheel.hashes.get("sha256")
     if not sha:
         raise BuildError(f"the lock has no sha256 for wheel {filename}",
                          hint="relock the layer; every wheel must be pinned by hash")
-    path = None
-    if entry.get("path"):
-        path = (lock_dir / entry["path"]).resolve()
-    return WheelRef(filename=filename, sha256=sha, url=entry.get("url"), path=path)
+    local = wheel.path or _file_url_path(wheel.url)
+    if local is not None:
+        return WheelRef(filename=filename, sha256=sha, path=(lock_dir / local).resolve())
+    return WheelRef(filename=filename, sha256=sha, url=wheel.url)
+
+
+def _file_url_path(url: str | None) -> str | None:
+    """The local path of a ``file://`` URL (``None`` for any other URL)."""
+    if not url:
+        return None
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme != "file":
+        return None
+    path = urllib.request.url2pathname(parsed.path)
+    return f"//{parsed.netloc}{path}" if parsed.netloc not in ("", "localhost") else path
 
 
 def ensure_wheels(
@@ -126,7 +143,8 @@ def _fetch_one(ref: WheelRef, target: Path, credentials: Sequence[Credential] = 
     if ref.path is not None:
         if not ref.path.exists():
             raise BuildError(f"local wheel {ref.path} is missing",
-                             hint="local wheels must stay where they were when the stack was locked")
+                             hint="the lock names it relative to its own folder: keep the wheels where they are "
+                             "relative to the stack file, or relock with --local-wheels")
         copy_verified(ref.path, target, sha256=ref.sha256, error=BuildError, what=ref.filename,
                       mismatch_hint=_MISMATCH_HINT)
     elif ref.url:
