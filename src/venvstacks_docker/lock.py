@@ -49,6 +49,7 @@ from venvstacks_docker.lockfiles import (  # the lock API other modules use (see
 )
 from venvstacks_docker.metadata import write_json, write_text_atomic
 from venvstacks_docker.spec import LayerSpec, StackSpec, canonical
+from venvstacks_docker.wheels import portable_wheel_entry
 
 #: Layers resolved at once: resolving waits on the index and on uv, more than on the CPU.
 _LOCK_WORKERS = max(2, min(4, 2 * _plat.usable_cpus()))
@@ -178,14 +179,7 @@ def postprocess_pylock(spec: StackSpec, layer: LayerSpec, doc: dict[str, Any], l
             pkg.pop("index", None)
             pkg.pop("wheels", None)
         else:
-            wheels = []
-            for wheel in pkg.get("wheels", []):
-                wheel = dict(wheel)
-                if isinstance(wheel.get("url"), str):
-                    wheel["url"] = _credentials.strip_userinfo(wheel["url"])
-                if "path" in wheel and Path(wheel["path"]).is_absolute():
-                    wheel["path"] = Path(os.path.relpath(wheel["path"], lock_dir)).as_posix()
-                wheels.append(wheel)
+            wheels = [portable_wheel_entry(wheel, lock_dir) for wheel in pkg.get("wheels", [])]
             pkg["wheels"] = wheels
             for plat in applies:
                 tags = _plat.supported_tags(plat, py, layer.linux_target, layer.macosx_target)

@@ -15,19 +15,21 @@ handling) is :mod:`venvstacks_docker._download`'s.
 
 from __future__ import annotations
 
+import os
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from packaging.pylock import PackageWheel
 
 from venvstacks_docker import credentials as _credentials
 from venvstacks_docker._download import copy_verified, download
 from venvstacks_docker.credentials import Credential
-from venvstacks_docker.errors import BuildError
+from venvstacks_docker.errors import BuildError, LockError
 from venvstacks_docker.metadata import sha256_file
 
 
@@ -71,6 +73,31 @@ def _file_url_path(url: str | None) -> str | None:
         return None
     path = urllib.request.url2pathname(parsed.path)
     return f"//{parsed.netloc}{path}" if parsed.netloc not in ("", "localhost") else path
+
+
+def portable_wheel_entry(wheel: dict[str, Any], lock_dir: Path) -> dict[str, Any]:
+    """A pylock ``wheels`` entry as it is stored: local wheels by a path relative to the
+    lock's folder, never by an absolute path or ``file://`` URL (as venvstacks stores
+    them), so a checkout with its wheels can move; credentials never in a URL.
+
+    uv names a ``--local-wheels`` (find-links) wheel by its absolute ``file://`` URL.
+
+    :raises LockError: when no relative path leads from ``lock_dir`` to the wheel
+        (another drive, on Windows).
+    """
+    entry = dict(wheel)
+    local = entry.get("path") or _file_url_path(entry.get("url"))
+    if local is not None and Path(local).is_absolute():
+        try:
+            relative = os.path.relpath(local, lock_dir)
+        except ValueError:
+            raise LockError(f"local wheel {local} cannot be named relative to the lock folder {lock_dir}",
+                            hint="keep the --local-wheels folder on the same drive as the stack file") from None
+        entry.pop("url", None)
+        entry["path"] = Path(relative).as_posix()
+    elif isinstance(entry.get("url"), str):
+        entry["url"] = _credentials.strip_userinfo(entry["url"])
+    return entry
 
 
 def ensure_wheels(
