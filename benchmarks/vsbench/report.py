@@ -2,8 +2,9 @@
 
 The template holds the text and layout; the functions here turn the results into the
 values it shows (one small function per part of the report) and format numbers.
-Sections other benchmarks write into the same file between their own markers (see
-``KEPT_SECTIONS``) are carried over from the previous report by ``keep_sections``.
+Sections other benchmarks write into the same file between their own markers
+(``<!-- NAME: start -->`` … ``<!-- NAME: end -->``) are carried over from the previous report
+by ``keep_sections``.
 """
 
 from __future__ import annotations
@@ -14,16 +15,14 @@ from typing import Any
 
 import jinja2
 import jinja2.ext
-from bench_spec_loading import END as SPEC_LOADING_END
-from bench_spec_loading import START as SPEC_LOADING_START
 
 from . import config
 from .config import EDITED_APP, EDITED_MODULE, RUNTIME_VERSION, STAGE_NAME, STEP_LABEL, TOOL_LABEL, TOOLS
 from .summary import best_wall, contended_now, other_work, summarize
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-# (start marker, end marker) of sections other scripts own in the report
-KEPT_SECTIONS = [(SPEC_LOADING_START, SPEC_LOADING_END)]
+# sections other scripts own in the report: <!-- NAME: start --> ... <!-- NAME: end -->
+SECTION_START = re.compile(r"<!-- ([\w-]+): start -->")
 
 # why the archives' contents differ: (test on the entries only in venvstacks' / only in ours, text)
 CONTENT_REASONS = [
@@ -264,9 +263,12 @@ def render_report(results: dict[str, Any], json_path: str | None) -> str:
 
 def keep_sections(report: str, previous: str | None) -> str:
     """``report`` with the sections other scripts wrote into ``previous`` (between their markers) appended."""
-    for start, end in KEPT_SECTIONS:
-        if previous and start in previous and end in previous[previous.index(start):]:
-            first = previous.index(start)
-            block = previous[first:previous.index(end, first) + len(end)]
-            report = report.rstrip("\n") + "\n\n" + block + "\n"
+    if not previous:
+        return report
+    for match in SECTION_START.finditer(previous):
+        end = f"<!-- {match.group(1)}: end -->"
+        if match.group(0) in report or end not in previous[match.end():]:
+            continue
+        block = previous[match.start():previous.index(end, match.end()) + len(end)]
+        report = report.rstrip("\n") + "\n\n" + block + "\n"
     return report
