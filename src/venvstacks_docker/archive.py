@@ -11,8 +11,8 @@ order, locale, time zone or the number of compression threads.
 
 The tar stream itself comes from :mod:`venvstacks_docker._tar`, the one deterministic
 tar writer (also behind the runtime archive and the builder images); this module adds
-the rules of layer archives (one top folder, relative symlinks only, none in zips), the
-zip format and the parallel xz compression.
+the rules of layer archives (one top folder, relative symlinks only, none in zips, only
+names Windows can create in zips), the zip format and the parallel xz compression.
 
 xz output is a sequence of independently compressed xz streams, one per fixed-size
 chunk of the tar stream.  Concatenated xz streams are a valid ``.xz`` file (xz file
@@ -43,6 +43,7 @@ from venvstacks_docker import _tar
 from venvstacks_docker._xz import _check_cancel, _ChunkedXzWriter, _Stop
 from venvstacks_docker.errors import PublishError
 from venvstacks_docker.extract import safe_extract
+from venvstacks_docker.oslayout import case_clash, windows_path_problem
 from venvstacks_docker.platforms import usable_cpus
 
 __all__ = [
@@ -148,6 +149,20 @@ def _walk(src_dir: Path, root_name: str, *, allow_symlinks: bool,
         yield member
 
 
+def _check_windows_name(member: _tar.Member, seen: dict[str, str]) -> None:
+    """Zip archives are for Windows targets: every name must be one Windows can create,
+    and no two may differ only in case (on NTFS one would replace the other)."""
+    why = windows_path_problem(member.name)
+    if why:
+        raise PublishError(f"cannot put {member.path} into a zip archive: it {why}",
+                           hint="Windows could not unpack it; rename or remove it before publishing")
+    earlier = case_clash(seen, member.name)
+    if earlier is not None:
+        raise PublishError(
+            f"cannot put both {earlier} and {member.name} into a zip archive: their names differ only in case",
+            hint="on Windows one would replace the other; remove one of them before publishing")
+
+
 def _check_symlink(member: _tar.Member, allow_symlinks: bool) -> None:
     if not allow_symlinks:
         raise PublishError(
@@ -217,7 +232,8 @@ def write_archive(
 
     Refused with ``PublishError``: absolute symlinks, FIFOs/sockets/devices, and for
     ``zip`` (Windows targets) any symlink, because Windows extractors would turn a
-    link entry into a small text file.  Hard links are stored as regular files.
+    link entry into a small text file, any name Windows cannot create and any two names
+    that differ only in case.  Hard links are stored as regular files.
 
     The archive is written to a temporary file next to ``archive_path`` and renamed
     into place only when complete; on any error or interrupt the temporary file is
@@ -343,8 +359,10 @@ def _write_zip(
     # zip archives are for Windows targets, whose extractors (Explorer, zipfile,
     # Expand-Archive) would silently turn a link entry into a small text file.
     done = 0
+    seen: dict[str, str] = {}
     with zipfile.ZipFile(out, "w", allowZip64=True) as zf:
         for entry in _walk(src_dir, root_name, allow_symlinks=False, cancel=cancel):
+            _check_windows_name(entry, seen)
             name = entry.name
             if entry.kind == "dir":
                 info = _zip_info(name + "/", mtime)

@@ -23,7 +23,7 @@ the same archive, and symlinks that are absolute or whose target, read lexically
 the *final* location (following the archive's own symlinks), leaves the allowed root:
 the destination folder for layers (so ``app/bin/python -> ../../cpython-3.11/bin/python``
 into a sibling layer is fine; links already on disk there are followed too), the
-runtime folder itself for runtimes.
+runtime folder itself for runtimes.  In zips (Windows layers): names Windows cannot create.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from typing import IO
 
 from venvstacks_docker._fs import rename_noreplace, set_mtime, write_new_file
 from venvstacks_docker.errors import VenvstacksDockerError, VerifyError
+from venvstacks_docker.oslayout import windows_path_problem
 
 __all__ = ["extract_tree", "rename_noreplace", "safe_extract"]
 
@@ -381,6 +382,9 @@ def _extract_tar(archive_path: Path, checker: _MemberChecker, staging: _Staging)
 
 
 def _zip_kind(checker: _MemberChecker, info: zipfile.ZipInfo) -> str:
+    why = windows_path_problem(info.filename.rstrip("/"))  # zip archives are for Windows targets
+    if why:
+        raise checker.bad(info.filename, why)
     ftype = stat.S_IFMT(info.external_attr >> 16)
     if ftype not in (0, stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK):
         raise checker.bad(info.filename, "is a device, FIFO or other special file")
@@ -399,19 +403,15 @@ def _extract_zip(archive_path: Path, checker: _MemberChecker, staging: _Staging)
                     raise checker.bad(info.filename, "is a symlink with an overlong target")
                 linkname = zf.read(info).decode("utf-8", "surrogateescape")
             admitted = checker.admit(info.filename, kind, linkname)
+            mtime = calendar.timegm((*info.date_time, 0, 0, 0))  # the DOS time, read as UTC (as written)
             if kind == "dir":
-                staging.add_dir(admitted, _zip_mtime(info))
+                staging.add_dir(admitted, mtime)
             elif kind == "symlink":
                 staging.add_symlink(admitted, linkname)
             else:
                 with zf.open(info) as src:
                     executable = bool((info.external_attr >> 16) & stat.S_IXUSR)
-                    staging.add_file(admitted, src, executable=executable, mtime=_zip_mtime(info))
-
-
-def _zip_mtime(info: zipfile.ZipInfo) -> int:
-    """The entry's DOS timestamp, read as UTC (as ``write_archive`` stores it)."""
-    return calendar.timegm((*info.date_time, 0, 0, 0))
+                    staging.add_file(admitted, src, executable=executable, mtime=mtime)
 
 
 @contextlib.contextmanager
