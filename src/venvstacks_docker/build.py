@@ -20,6 +20,7 @@ from typing import Any
 from venvstacks_docker import __version__
 from venvstacks_docker import dynlib as _dynlib
 from venvstacks_docker import lock as _lock
+from venvstacks_docker import oslayout as _oslayout
 from venvstacks_docker import platforms as _plat
 from venvstacks_docker import runtimes as _runtimes
 from venvstacks_docker._run import run
@@ -51,11 +52,13 @@ class BuildContext:
 
     def python(self, layer: LayerSpec) -> Path:
         """The interpreter of ``layer``'s environment."""
+        if _plat.os_of(self.platform) == "win":  # python.exe, Scripts/python.exe (oslayout)
+            return self.env_dir(layer) / _oslayout.layout("win", layer.kind, layer.py_minor).python
         return self.env_dir(layer) / "bin" / ("python3" if layer.kind == "runtime" else "python")
 
     def site_packages(self, layer: LayerSpec) -> Path:
         """The ``site-packages`` folder of ``layer``'s environment."""
-        return self.env_dir(layer) / "lib" / f"python{layer.py_minor}" / "site-packages"
+        return self.env_dir(layer) / _oslayout.layout(_plat.os_of(self.platform), layer.kind, layer.py_minor).site_dir
 
     def record_path(self, layer: LayerSpec) -> Path:
         """The record of ``layer``'s last build (next to its environment)."""
@@ -70,14 +73,16 @@ def deployed_name(spec: StackSpec, layer: LayerSpec) -> str:
     return f"{layer.env_name}@{meta.get('lock_version', 1)}"
 
 
-def layer_config(spec: StackSpec, layer: LayerSpec) -> dict[str, Any]:
-    """The deployed layer config (``share/venv/metadata/venvstacks_layer.json``)."""
-    site = f"lib/python{layer.py_minor}/site-packages"
+def layer_config(spec: StackSpec, layer: LayerSpec, plat: str = "linux_x86_64") -> dict[str, Any]:
+    """The deployed layer config (``share/venv/metadata/venvstacks_layer.json``) for ``plat``."""
+    target_os = _plat.os_of(plat)
+    paths = _oslayout.layout(target_os, layer.kind, layer.py_minor)
+    site = paths.site_dir
     if layer.kind == "runtime":
         config: dict[str, Any] = {
-            "python": "bin/python",
+            "python": paths.python,
             "py_version": layer.py_version,
-            "base_python": "bin/python",
+            "base_python": paths.python,
             "site_dir": site,
             "pylib_dirs": [],
             "dynlib_dirs": [],
@@ -86,12 +91,12 @@ def layer_config(spec: StackSpec, layer: LayerSpec) -> dict[str, Any]:
         rt = spec.runtime_of(layer)
         lower = spec.lower_layers(layer)
         config = {
-            "python": "bin/python",
+            "python": paths.python,
             "py_version": layer.py_version,
-            "base_python": f"../{deployed_name(spec, rt)}/bin/python",
+            "base_python": _oslayout.base_python(target_os, deployed_name(spec, rt)),
             "site_dir": site,
             "pylib_dirs": [f"../{deployed_name(spec, low)}/{site}" for low in lower],
-            "dynlib_dirs": _dynlib.layer_dynlib_dirs(deployed_name(spec, low) for low in lower),
+            "dynlib_dirs": _oslayout.dynlib_dirs(target_os, (deployed_name(spec, low) for low in lower)),
         }
     if layer.launch_module_name:
         config["launch_module"] = layer.launch_module_name
@@ -158,7 +163,7 @@ def _unpack_runtime(ctx: BuildContext, rt: LayerSpec, archive: _runtimes.Runtime
     _runtimes.extract_runtime(archive.path, tmp)
     tmp.replace(env)
     bin_dir = env / "bin"
-    if not (bin_dir / "python").exists():
+    if bin_dir.is_dir() and not (bin_dir / "python").exists():  # Windows runtimes: python.exe, no bin/
         (bin_dir / "python").symlink_to("python3")
     # records which archive is unpacked (a full build record is written after install)
     write_json(ctx.record_path(rt), {"runtime_sha256": archive.sha256, "complete": False})
@@ -197,7 +202,7 @@ def build_inputs(ctx: BuildContext, layer: LayerSpec) -> dict[str, Any]:
         "lock_version": meta.get("lock_version"),
         "runtime_sha256": pinned_runtime_sha(ctx.spec, rt),
         "platform": ctx.platform,
-        "layer_config": layer_config(ctx.spec, layer),
+        "layer_config": layer_config(ctx.spec, layer, ctx.platform),
         "lower_layers": [low.env_name for low in ctx.spec.lower_layers(layer)],
         "dynlib_exclude": list(layer.dynlib_exclude),
         "build_dir": str(ctx.build_dir.resolve()),
@@ -261,7 +266,7 @@ def build_layer(
         _install_modules(ctx, layer)
     config_path = env / LAYER_CONFIG
     config_path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(config_path, layer_config(ctx.spec, layer))
+    write_json(config_path, layer_config(ctx.spec, layer, ctx.platform))
     run([ctx.python(layer), "-X", "utf8", "-Im", "site"], what=f"checking the {layer.env_name} environment",
         error=BuildError)
     write_json(ctx.record_path(layer), {"complete": True, "inputs": inputs, "modules": modules,
@@ -306,8 +311,11 @@ def _create_layered_env(ctx: BuildContext, layer: LayerSpec) -> None:
     if not rt_python.exists():
         raise BuildError(f"the runtime {rt.env_name} is not built yet",
                          hint="build the runtime layer first (build all layers, or drop --include)")
-    run([rt_python, "-X", "utf8", "-Im", "venv", "--without-pip", "--symlinks", env],
+    windows = _plat.os_of(ctx.platform) == "win"  # Scripts/python.exe: a copy of the venv launcher
+    run([rt_python, "-X", "utf8", "-Im", "venv", "--without-pip", "--copies" if windows else "--symlinks", env],
         what=f"creating the {layer.env_name} environment", error=BuildError)
+    if windows:
+        return
     # relative paths, so the layer keeps working wherever its folder and its runtime's land;
     # bin/python puts the lower layers' shared libraries on the loader path (dynlib.py)
     bin_dir = env / "bin"
@@ -379,7 +387,7 @@ def _portability_pass(ctx: BuildContext, layer: LayerSpec) -> None:
     if not site.exists():
         return
     removed: set[Path] = set()
-    bin_dir = env / "bin"
+    bin_dir = env / _oslayout.layout(_plat.os_of(ctx.platform), layer.kind, layer.py_minor).scripts_dir
     for info in sorted(site.glob("*.dist-info")):
         record = info / "RECORD"
         if not record.exists():

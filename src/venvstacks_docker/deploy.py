@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from venvstacks_docker import _run
 from venvstacks_docker.errors import DeployError, FilesystemError, SpecError, VerifyError
 from venvstacks_docker.extract import safe_extract
 from venvstacks_docker.metadata import LAYER_CONFIG, LAYER_KINDS, METADATA_DIR, envelope, sha256_file
+from venvstacks_docker.oslayout import layer_python
 from venvstacks_docker.verify import find_manifests
 
 
@@ -48,7 +48,7 @@ class DeployedApp:
     layer_name: str
     install_target: str
     launch_module: str
-    python: Path  # the app layer's own interpreter, e.g. <target>/app-x/bin/python
+    python: Path  # the app layer's own interpreter: <target>/app-x/bin/python (Scripts/python.exe on Windows)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -186,10 +186,6 @@ def _layer_config(layer_dir: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _default_python_relpath() -> str:
-    return "python.exe" if sys.platform == "win32" else "bin/python3"
-
-
 def _runtime_python(target: Path, runtime: str, for_layer: str) -> Path:
     runtime_dir = target / runtime
     if not runtime_dir.is_dir():
@@ -198,8 +194,9 @@ def _runtime_python(target: Path, runtime: str, for_layer: str) -> Path:
             f"manifest nor already in {target}",
             hint="deploy the runtime too, or pass the Python to run postinstall.py with",
         )
-    rel = _layer_config(runtime_dir).get("python") or _default_python_relpath()
-    python = runtime_dir / rel
+    # where the layer says, else where a Windows or POSIX runtime keeps it (the layers'
+    # target OS, not this machine's, decides the layout)
+    python = layer_python(runtime_dir, _layer_config(runtime_dir), runtime=True)
     if not python.exists():
         raise VerifyError(f"runtime {runtime} has no interpreter at {python}")
     return python
@@ -303,7 +300,7 @@ def _applications(deployed: list[DeployedLayer], entries: list[dict[str, Any]]) 
             continue
         config = _layer_config(layer.path)
         launch = entry.get("app_launch_module") or config.get("launch_module") or ""
-        app_python = layer.path / (config.get("python") or _app_python_relpath())
+        app_python = layer_python(layer.path, config, runtime=False)
         apps.append(
             DeployedApp(
                 layer_name=layer.layer_name,
@@ -313,7 +310,3 @@ def _applications(deployed: list[DeployedLayer], entries: list[dict[str, Any]]) 
             )
         )
     return tuple(apps)
-
-
-def _app_python_relpath() -> str:
-    return "Scripts/python.exe" if sys.platform == "win32" else "bin/python"

@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from venvstacks_docker import build as _build
+from venvstacks_docker import platforms as _plat
 from venvstacks_docker._run import run
 from venvstacks_docker.errors import PublishError
 from venvstacks_docker.locking import folder_lock, hold
 from venvstacks_docker.metadata import METADATA_DIR, read_json, write_json_if_changed
+from venvstacks_docker.oslayout import layout
 from venvstacks_docker.publish import (
     collect_layer_metadata,
     layer_metadata,
@@ -80,8 +82,9 @@ def _export_layers(
         to_postinstall.append((layer, folder, meta_file, meta_export))
         results.append((layer, folder, "exported"))
     for layer, folder, meta_file, meta_export in to_postinstall:
-        rt_folder = out / layer_metadata(ctx.spec, ctx.spec.runtime_of(layer))["install_target"]
-        python = rt_folder / "bin" / "python3"
+        rt = ctx.spec.runtime_of(layer)
+        rt_folder = out / layer_metadata(ctx.spec, rt)["install_target"]
+        python = rt_folder / layout(_plat.os_of(ctx.platform), "runtime", rt.py_minor).python  # python.exe on Windows
         if not python.exists():
             raise PublishError(f"cannot run postinstall for {layer.env_name}: runtime {rt_folder} not exported",
                                hint="export the runtime layer too (drop --include or add it)")
