@@ -103,27 +103,27 @@ def _constraints(spec: StackSpec, layer: LayerSpec) -> list[str]:
 
 
 def _uv_config(spec: StackSpec, layer: LayerSpec, index: IndexOptions) -> dict[str, Any]:
+    """The ``[tool.uv]`` table of ``layer``'s resolve project.
+
+    The stack's uv settings, with ``sources`` holding one entry per normalised
+    distribution name: ``[tool.uv.sources]``, overridden by the layer's package indexes
+    (its own and inherited ones, as the spec settled them at load, index names checked).
+    """
     config: dict[str, Any] = dict(spec.uv_config)
     config["no-build"] = True
     if not index.query_default_index:
         config["no-index"] = True
     if index.local_wheel_dirs:
         config["find-links"] = [*config.get("find-links", []), *map(str, index.local_wheel_dirs)]
-    sources = dict(config.get("sources", {}))
-    merged: dict[str, str] = {}
-    for lower in reversed(spec.lower_layers(layer)):
-        merged.update(dict(lower.package_indexes))
-    merged.update(dict(layer.package_indexes))
-    known_indexes = {i.get("name") for i in config.get("index", []) if isinstance(i, dict)}
-    for dist, index_name in merged.items():
-        if index_name not in known_indexes:
-            raise LockError(f"layer {layer.env_name}: package_indexes names unknown index {index_name!r}",
-                            hint="define it as a named [[tool.uv.index]] entry")
+    sources = dict(config.get("sources", {}))  # names normalised at load
+    for dist, index_name in spec.package_indexes_of(layer).items():
         sources[dist] = {"index": index_name}
     if sources:
-        config["sources"] = sources
+        config["sources"] = dict(sorted(sources.items()))
     if layer.priority_indexes and "index" in config:
-        first = [dict(i, explicit=False) for i in config["index"] if i.get("name") in layer.priority_indexes]
+        # in the order the layer lists them, and usable for every package (as in venvstacks)
+        named = {i.get("name"): i for i in config["index"]}
+        first = [dict(named[name], explicit=False) for name in layer.priority_indexes]
         rest = [i for i in config["index"] if i.get("name") not in layer.priority_indexes]
         config["index"] = first + rest
     return config

@@ -18,6 +18,7 @@ names other modules use (``LayerSpec``, ``module_hash``, ...) are all importable
 
 from __future__ import annotations
 
+import logging
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +26,10 @@ from typing import Any
 
 from packaging.utils import canonicalize_name
 
+from venvstacks_docker import ui
 from venvstacks_docker.errors import SpecError
 from venvstacks_docker.spec_graph import FrameworkGraph
+from venvstacks_docker.spec_indexes import LayerIndexes, Origin, index_names, merge_layer_indexes, normalise_sources
 from venvstacks_docker.spec_layers import (  # re-exported (see __all__)
     DEFAULT_LINUX_TARGET,
     DEFAULT_MACOSX_TARGET,
@@ -44,11 +47,14 @@ from venvstacks_docker.spec_modules import (  # re-exported for the stage module
     module_name,
 )
 
+log = logging.getLogger(__name__)
+
 _TABLES: dict[str, LayerKind] = {
     "runtimes": "runtime",
     "frameworks": "framework",
     "applications": "application",
 }
+_TABLE_OF = {kind: table for table, kind in _TABLES.items()}
 _TOOL_KEYS = {"runtime_sources", "base_image"}
 
 
@@ -63,6 +69,10 @@ class StackSpec:
     uv_config: dict[str, Any] = field(default_factory=dict)
     runtime_sources: tuple[str, ...] = ()
     base_image: str | None = None
+    warnings: tuple[str, ...] = ()
+    """What loading found worth a warning (deprecated keys, ...); :func:`load` logs them."""
+    layer_package_indexes: dict[str, dict[str, str]] = field(default_factory=dict, repr=False, compare=False)
+    """Build name -> what :meth:`package_indexes_of` returns, computed at load."""
     _memo: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
     """Computed once per spec: the framework graph and the derived-layers table."""
 
@@ -79,6 +89,14 @@ class StackSpec:
     def all_layers(self) -> tuple[LayerSpec, ...]:
         """Every layer, runtimes first, then frameworks, then applications (file order)."""
         return self.runtimes + self.frameworks + self.applications
+
+    def package_indexes_of(self, layer: LayerSpec) -> dict[str, str]:
+        """The distributions ``layer`` takes from a named index (normalised name -> index).
+
+        Its own ``package_indexes`` and those it inherits from its lower layers, as
+        ``index_overrides`` settle them (see :mod:`venvstacks_docker.spec_indexes`).
+        """
+        return dict(self.layer_package_indexes.get(layer.env_name, {}))
 
     def layer(self, env_name: str) -> LayerSpec:
         """The layer whose environment is named ``env_name``.
@@ -155,7 +173,12 @@ def load(path: str | Path) -> StackSpec:
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"{spec_path.name} is not valid TOML: {exc}",
                         hint="fix the syntax at the position shown") from exc
-    return _parse(spec_path, data)
+    spec = _parse(spec_path, data)
+    # in a builder container the host has loaded this file and reported them already
+    say = log.debug if isinstance(ui.current(), ui.EventReporter) else log.warning
+    for warning in spec.warnings:
+        say(warning)
+    return spec
 
 
 def _find_stack_file(path: str | Path) -> Path:
@@ -216,8 +239,11 @@ def _parse(spec_path: Path, data: dict[str, Any]) -> StackSpec:
     if not isinstance(tool, dict):
         raise SpecError("'tool' must be a table")
     uv_config = _uv_config(spec_path, tool)
+    names = index_names(uv_config)
+    uv_config = normalise_sources(uv_config, names)
     sources, base_image = _our_settings(spec_path, tool)
-    layers = _parse_layers(spec_path, data)
+    notes: list[str] = []
+    layers = _parse_layers(spec_path, data, names, notes)
     spec = StackSpec(
         path=spec_path,
         runtimes=tuple(layers["runtime"].values()),
@@ -226,12 +252,30 @@ def _parse(spec_path: Path, data: dict[str, Any]) -> StackSpec:
         uv_config=uv_config,
         runtime_sources=sources,
         base_image=base_image,
+        warnings=tuple(notes),
     )
-    # linearisation errors surface at load time, like venvstacks; this also fills the
-    # spec's memo (frameworks in file order, each one's dependencies already done)
-    for layer in spec.frameworks + spec.applications:
-        spec.linearised_frameworks(layer)
+    _settle_layers(spec)
     return spec
+
+
+def _settle_layers(spec: StackSpec) -> None:
+    """Linearise every layer's frameworks and merge its package indexes, in file order.
+
+    Errors of either kind surface at load time, as in venvstacks, naming the layer.  This
+    also fills the spec's memo (each framework's dependencies are done before it).
+    """
+    merged: dict[str, dict[str, Origin]] = {}
+    for layer in spec.all_layers():
+        where = f"[[{_TABLE_OF[layer.kind]}]] '{layer.name}'"
+        try:
+            lower = spec.lower_layers(layer)
+        except SpecError as exc:
+            raise SpecError(f"{where}: {exc.message}", hint=exc.hint) from None
+        frameworks = [low for low in lower if low.kind == "framework"] or lower[-1:]
+        own = LayerIndexes(layer.package_indexes, layer.priority_indexes, layer.index_overrides)
+        table = merge_layer_indexes(where, layer.env_name, own, [merged[low.env_name] for low in frameworks])
+        merged[layer.env_name] = table
+        spec.layer_package_indexes[layer.env_name] = {dist: index for dist, (index, _) in sorted(table.items())}
 
 
 def _uv_config(spec_path: Path, tool: dict[str, Any]) -> dict[str, Any]:
@@ -268,7 +312,8 @@ def _our_settings(spec_path: Path, tool: dict[str, Any]) -> tuple[tuple[str, ...
     return resolved_sources, base_image
 
 
-def _parse_layers(spec_path: Path, data: dict[str, Any]) -> Defined:
+def _parse_layers(spec_path: Path, data: dict[str, Any], known_indexes: tuple[str, ...],
+                  notes: list[str]) -> Defined:
     layers: Defined = {"runtime": {}, "framework": {}, "application": {}}
     seen: set[str] = set()
     for table, kind in _TABLES.items():
@@ -276,7 +321,8 @@ def _parse_layers(spec_path: Path, data: dict[str, Any]) -> Defined:
         if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
             raise SpecError(f"'{table}' must be an array of tables ([[{table}]])")
         for index, raw in enumerate(entries):
-            layer = parse_layer(kind, raw, index, spec_path.parent, layers)
+            layer = parse_layer(kind, raw, index, spec_path.parent, layers, index_names=known_indexes,
+                                notes=notes)
             if layer.env_name in seen:
                 raise SpecError(
                     f"duplicate layer name '{layer.name}' in [[{table}]]",

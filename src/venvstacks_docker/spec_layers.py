@@ -17,6 +17,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 
 from venvstacks_docker.dynlib import pattern_problem
 from venvstacks_docker.errors import SpecError
+from venvstacks_docker.spec_indexes import parse_layer_indexes
 from venvstacks_docker.spec_modules import check_module_path, module_name
 
 LayerKind = Literal["runtime", "framework", "application"]
@@ -68,6 +69,8 @@ class LayerSpec:
     macosx_target: str = DEFAULT_MACOSX_TARGET
     dynlib_exclude: tuple[str, ...] = ()
     package_indexes: tuple[tuple[str, str], ...] = ()
+    """The layer's own table (normalised distribution name -> index name), sorted; what it
+    resolves with, inherited entries included, is ``StackSpec.package_indexes_of``."""
     index_overrides: tuple[tuple[str, str], ...] = ()
     priority_indexes: tuple[str, ...] = ()
     python_implementation: str = ""
@@ -138,13 +141,6 @@ def _str_list(raw: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _str_table(raw: dict[str, Any], key: str, where: str) -> tuple[tuple[str, str], ...]:
-    value = raw.get(key, {})
-    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-        raise SpecError(f"{where}: '{key}' must be a table of strings")
-    return tuple(sorted(value.items()))
-
-
 _VERSION_RE = re.compile(r"^\d+\.\d+$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]*$")
 
@@ -159,9 +155,14 @@ class _Lower:
     platforms: frozenset[str]
 
 
-def parse_layer(kind: LayerKind, raw: dict[str, Any], index: int, spec_dir: Path,
-                 defined: Defined) -> LayerSpec:
-    """One ``[[runtimes]]``/``[[frameworks]]``/``[[applications]]`` table, checked in key order."""
+def parse_layer(kind: LayerKind, raw: dict[str, Any], index: int, spec_dir: Path, defined: Defined, *,
+                index_names: tuple[str, ...] = (), notes: list[str] | None = None) -> LayerSpec:
+    """One ``[[runtimes]]``/``[[frameworks]]``/``[[applications]]`` table, checked in key order.
+
+    :param index_names: the named indexes of the stack's uv settings.
+    :param notes: warnings (deprecated keys, ...) are appended here.
+    """
+    notes = [] if notes is None else notes
     where = _where(kind, raw, index)
     name = _parse_name(kind, raw, where)
     requirements = _parse_requirements(raw, where)
@@ -179,6 +180,7 @@ def parse_layer(kind: LayerKind, raw: dict[str, Any], index: int, spec_dir: Path
     platforms = _parse_platforms(raw, where, lower.platforms)
     launch_module, support_modules = (_parse_modules(raw, where, spec_dir) if kind == "application"
                                       else (None, ()))
+    indexes = parse_layer_indexes(raw, where, index_names, notes)
     return LayerSpec(
         kind=kind,
         name=name,
@@ -188,9 +190,9 @@ def parse_layer(kind: LayerKind, raw: dict[str, Any], index: int, spec_dir: Path
         linux_target=linux_target,
         macosx_target=macosx_target,
         dynlib_exclude=_parse_dynlib_exclude(raw, where),
-        package_indexes=_str_table(raw, "package_indexes", where),
-        index_overrides=_str_table(raw, "index_overrides", where),
-        priority_indexes=_str_list(raw, "priority_indexes", where),
+        package_indexes=indexes.package_indexes,
+        index_overrides=indexes.index_overrides,
+        priority_indexes=indexes.priority_indexes,
         python_implementation=lower.python_implementation,
         runtime=lower.runtime,
         frameworks=lower.frameworks,
