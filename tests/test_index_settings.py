@@ -244,6 +244,13 @@ requirements = ["tabulate", "six"]
 package_indexes = { TABULATE = "index-b", six = "index-b" }
 index_overrides = { index-a = "index-b" }
 
+[[applications]]
+name = "disabled"
+launch_module = "app.py"
+runtime = "cpython-3.11"
+requirements = ["tabulate"]
+platforms = []
+
 [[tool.uv.index]]
 name = "index-a"
 url = "INDEX_A"
@@ -286,3 +293,6 @@ def test_a_real_lock_takes_each_package_from_the_index_its_settings_name(tmp_pat
         assert sources == {"six": {"index": "index-b"}, "tabulate": {"index": "index-b"}}
         assert taken == {"six": b.url, "tabulate": b.url}
         assert any(r.path == "/simple/tabulate/" for r in b.requests)
+    assert not (tmp_path / "requirements" / "app-disabled").exists()  # platforms = []: never locked
+    assert sorted(p.name for p in (tmp_path / "requirements").iterdir()) == [
+        "app-inherits", "app-overrides", "cpython-3.11"]

@@ -87,7 +87,15 @@ class StackSpec:
         return self.spec_dir / "requirements"
 
     def all_layers(self) -> tuple[LayerSpec, ...]:
-        """Every layer, runtimes first, then frameworks, then applications (file order)."""
+        """Every layer that targets a platform: runtimes, then frameworks, then applications.
+
+        A layer with ``platforms = []`` (or inheriting no platform) is left out, as
+        venvstacks leaves it out: it is never locked, built, published or shown.
+        """
+        return tuple(layer for layer in self.declared_layers() if layer.platforms)
+
+    def declared_layers(self) -> tuple[LayerSpec, ...]:
+        """Every layer of the file, disabled ones included, in the order of :meth:`all_layers`."""
         return self.runtimes + self.frameworks + self.applications
 
     def package_indexes_of(self, layer: LayerSpec) -> dict[str, str]:
@@ -99,11 +107,11 @@ class StackSpec:
         return dict(self.layer_package_indexes.get(layer.env_name, {}))
 
     def layer(self, env_name: str) -> LayerSpec:
-        """The layer whose environment is named ``env_name``.
+        """The layer whose environment is named ``env_name`` (disabled ones too).
 
         :raises KeyError: when there is none.
         """
-        for layer in self.all_layers():
+        for layer in self.declared_layers():
             if layer.env_name == env_name:
                 return layer
         raise KeyError(env_name)
@@ -232,9 +240,6 @@ def _parse(spec_path: Path, data: dict[str, Any]) -> StackSpec:
         if key not in allowed_top:
             raise SpecError(f"unknown top-level key '{key}' in {spec_path.name}",
                             hint=did_you_mean(key, allowed_top))
-    if not data.get("runtimes"):
-        raise SpecError(f"{spec_path.name} defines no [[runtimes]]",
-                        hint="add at least one [[runtimes]] table with name and python_implementation")
     tool = data.get("tool", {})
     if not isinstance(tool, dict):
         raise SpecError("'tool' must be a table")
@@ -243,7 +248,11 @@ def _parse(spec_path: Path, data: dict[str, Any]) -> StackSpec:
     uv_config = normalise_sources(uv_config, names)
     sources, base_image = _our_settings(spec_path, tool)
     notes: list[str] = []
+    # layers first: a framework on a runtime that is not there is an unknown runtime
     layers = _parse_layers(spec_path, data, names, notes)
+    if not layers["runtime"]:
+        raise SpecError(f"{spec_path.name} defines no [[runtimes]]",
+                        hint="add at least one [[runtimes]] table with name and python_implementation")
     spec = StackSpec(
         path=spec_path,
         runtimes=tuple(layers["runtime"].values()),
@@ -265,7 +274,7 @@ def _settle_layers(spec: StackSpec) -> None:
     also fills the spec's memo (each framework's dependencies are done before it).
     """
     merged: dict[str, dict[str, Origin]] = {}
-    for layer in spec.all_layers():
+    for layer in spec.declared_layers():
         where = f"[[{_TABLE_OF[layer.kind]}]] '{layer.name}'"
         try:
             lower = spec.lower_layers(layer)

@@ -46,7 +46,7 @@ _COMMON_KEYS = {
     "package_indexes",
     "index_overrides",
     "priority_indexes",
-    "build_requirements",  # deprecated in venvstacks, accepted and ignored
+    "build_requirements",  # deprecated in venvstacks: accepted with a warning, ignored
 }
 _KEYS: dict[LayerKind, set[str]] = {
     "runtime": _COMMON_KEYS | {"python_implementation", "fully_versioned_name"},
@@ -165,6 +165,7 @@ def parse_layer(kind: LayerKind, raw: dict[str, Any], index: int, spec_dir: Path
     notes = [] if notes is None else notes
     where = _where(kind, raw, index)
     name = _parse_name(kind, raw, where)
+    notes.extend(deprecations(kind, raw, where))
     requirements = _parse_requirements(raw, where)
     versioned = raw.get("versioned", False)
     if not isinstance(versioned, bool):
@@ -218,6 +219,18 @@ def _parse_name(kind: LayerKind, raw: dict[str, Any], where: str) -> str:
     return name
 
 
+def deprecations(kind: LayerKind, raw: dict[str, Any], where: str) -> list[str]:
+    """Warnings for the keys venvstacks deprecated (it warns with a ``FutureWarning``)."""
+    found = []
+    if kind == "runtime" and "fully_versioned_name" in raw:
+        found.append(f"{where}: 'fully_versioned_name' is the deprecated name of 'python_implementation' "
+                     "(a FutureWarning in venvstacks): rename it")
+    if "build_requirements" in raw:
+        found.append(f"{where}: 'build_requirements' is deprecated and has no effect (a FutureWarning "
+                     "in venvstacks, which dropped it): remove it")
+    return found
+
+
 def _parse_requirements(raw: dict[str, Any], where: str) -> tuple[str, ...]:
     if "requirements" not in raw:
         raise SpecError(f"{where}: missing 'requirements'",
@@ -254,7 +267,8 @@ def _parse_linux_target(raw: dict[str, Any], where: str) -> str:
     if not version:
         return DEFAULT_LINUX_TARGET
     if not _VERSION_RE.match(version):
-        raise SpecError(f"{where}: linux_target version must be of the form 'X.Y'")
+        raise SpecError(f"{where}: linux_target version must be of the form 'X.Y', not {version!r}",
+                        hint='for example linux_target = "glibc@2.28"')
     return version
 
 
@@ -342,15 +356,28 @@ def _parse_modules(raw: dict[str, Any], where: str, spec_dir: Path) -> tuple[Pat
     if not isinstance(lm, str) or not lm:
         raise SpecError(f"{where}: missing 'launch_module'",
                         hint='point it at a .py file or package folder, e.g. "launch_modules/app.py"')
+    support = _str_list(raw, "support_modules", where)
+    _check_module_names(lm, support, where)  # before the files: as venvstacks, names first
     launch_module = check_module_path(spec_dir, lm, where, "launch_module")
-    mods = sorted(check_module_path(spec_dir, m, where, "support_modules")
-                  for m in _str_list(raw, "support_modules", where))
-    names = [module_name(m) for m in mods]
-    if len(set(names)) != len(names):
-        raise SpecError(f"{where}: support module names must be unique")
-    if module_name(launch_module) in names:
-        raise SpecError(f"{where}: a support module has the launch module's name")
+    mods = sorted(check_module_path(spec_dir, m, where, "support_modules") for m in support)
     return launch_module, tuple(mods)
+
+
+def _check_module_names(launch: str, support: tuple[str, ...], where: str) -> None:
+    """Every module of an application needs its own import name (whether or not it exists)."""
+    launch_name = module_name(Path(launch))
+    named = [(module_name(Path(value)), value) for value in sorted(support)]
+    for name, value in named:
+        if name == launch_name:
+            raise SpecError(f"{where}: the launch module {launch!r} and the support module {value!r} are both "
+                            f"imported as {name!r}: the names conflict",
+                            hint="rename one of them; each module of an application needs its own name")
+    seen: dict[str, str] = {}
+    for name, value in named:
+        if name in seen:
+            raise SpecError(f"{where}: conflicting support module names: {seen[name]!r} and {value!r} are both "
+                            f"imported as {name!r}", hint="rename one of them, or list only one")
+        seen[name] = value
 
 
 def _ref_hint(name: str, known: set[str], what: str) -> str:
