@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -86,6 +88,18 @@ def test_deprecated_keys_warn_through_the_output_channel_once(tmp_path: Path) ->
     assert len(notes) == 4, result.stderr
     assert "fully_versioned_name" in notes[0] and all("build_requirements" in n for n in notes[1:])
     assert "*rt" in result.stdout  # and the stack is shown as usual
+
+
+def test_a_builder_container_leaves_the_notes_to_the_host(tmp_path: Path) -> None:
+    # inside a container (events on stderr) the file is loaded again: the host, which
+    # loaded it first, has printed the notes already
+    probe = ("import sys\nfrom venvstacks_docker import spec, ui\n"
+             "ui.install(ui.EventReporter(verbosity=1))\nspec.load(sys.argv[1])\n")
+    result = subprocess.run([sys.executable, "-c", probe, str(write(tmp_path, DEPRECATED))],
+                            capture_output=True, text=True, check=True)
+    events = [json.loads(line.partition(" ")[2]) for line in result.stderr.splitlines()]
+    assert [e["event"] for e in events] == ["detail"] * 4
+    assert "fully_versioned_name" in events[0]["message"]
 
 
 def test_both_names_of_the_runtime_version_is_an_error(tmp_path: Path) -> None:
