@@ -186,7 +186,7 @@ def test_inputs_and_output_are_checked_before_anything_is_read(tmp_path: Path) -
 def test_an_input_that_fails_verification_is_refused(tmp_path: Path) -> None:
     a = fake_publication(tmp_path / "a", "macosx_x86_64", [("runtimes", "cpython-3.11", b"runtime bytes")])
     (a / "cpython-3.11-macosx_x86_64-1.tar.xz").write_bytes(b"runtime bytez")
-    with pytest.raises(VerifyError, match="fails verification .*hash-mismatch"):
+    with pytest.raises(VerifyError, match=r"fails verification .*hash-mismatch"):
         plan_merge([a], tmp_path / "merged")
 
 

@@ -14,7 +14,7 @@ from rich.console import Console
 from typer.exceptions import TyperException
 
 from venvstacks_docker import __version__, ui
-from venvstacks_docker.cli import audit, diff, merge, outputs, stages
+from venvstacks_docker.cli import audit, ci, diff, merge, outputs, stages
 from venvstacks_docker.cli._common import STATE, out
 from venvstacks_docker.errors import EXIT_CODES, FilesystemError, Interrupted, VenvstacksDockerError
 
@@ -35,6 +35,7 @@ outputs.register(app)
 audit.register(app)
 diff.register(app)
 merge.register(app)
+ci.register(app)
 
 
 def _version_callback(value: bool) -> None:
