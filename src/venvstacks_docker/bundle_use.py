@@ -108,11 +108,12 @@ def _chain(checked: list[Checked]) -> None:
                               hint="give the bundles in the order they were made, each after the one it continues")
 
 
-def unpack(bundles: list[Path], dest: Path) -> Checked:
+def unpack(bundles: list[Path], dest: Path, *, checked: list[Checked] | None = None) -> Checked:
     """Unpack ``bundles`` (a full bundle, then the ``--since`` bundles that continue it)
     into the new or empty folder ``dest``: all or nothing, checked against the last
     manifest before ``dest`` appears.
 
+    :param checked: the bundles, already verified (each is read once, not twice).
     :raises BundleError: for a bundle that fails :func:`verify`, a broken chain, or a
         ``dest`` that holds something.
     """
@@ -120,7 +121,7 @@ def unpack(bundles: list[Path], dest: Path) -> Checked:
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise BundleError(f"{dest} already exists and is not an empty folder",
                           hint="unpack into a new folder (nothing is overwritten)")
-    checked = [verify(b) for b in bundles]
+    checked = checked or [verify(b) for b in bundles]
     _chain(checked)
     dest.parent.mkdir(parents=True, exist_ok=True)
     work = dest.parent / f".{dest.name}.unpacking-{uuid.uuid4().hex[:8]}"
@@ -177,7 +178,7 @@ def open_bundle(path: Path, cache: Path) -> Checked:
                 return verify(folder, with_base=True)
             except BundleError:
                 shutil.rmtree(folder)  # a damaged copy of ours: unpack it again
-        return unpack([path], folder)
+        return unpack([path], folder, checked=[checked])
 
 
 def check_fits(checked: Checked, *, platform: str, layers: dict[str, str | None]) -> None:
