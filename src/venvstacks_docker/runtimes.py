@@ -266,11 +266,6 @@ class _Search:
             lines.append(f"  upstream: {upstream_note}")
         elif offline:
             lines.append("  upstream: skipped (offline)")
-        build = (
-            f"venvstacks-docker runtime build --python-version {req.version}"
-            if req.implementation == "cpython"
-            else "a matching install_only archive"
-        )
         if self.mismatches:
             hint = (
                 "the lock/spec pins a different archive than the one available; use the archive "
@@ -279,10 +274,29 @@ class _Search:
             )
         else:
             hint = (
-                f"run `{build}` to build one into the cache, or point {SOURCES_ENV} "
-                "(os.pathsep separated) at an install_only archive or a folder of them"
+                f"{build_hint(req)}, or point {SOURCES_ENV} (os.pathsep separated) at an "
+                f"install_only archive of {req.describe()} or a folder of them"
             )
         return RuntimeArchiveError("\n".join(lines), hint=hint)
+
+
+def build_hint(request: RuntimeRequest) -> str:
+    """How to get a runtime of ``request``'s Python with ``venvstacks-docker runtime build``,
+    naming only a version the builder has pinned sources of: the requested one, else the
+    pinned one of the same minor version (else the newest), which the stack must then name."""
+    from venvstacks_docker.runtime_build.recipe import BUILD_PLATFORMS, PINS  # it imports this module
+
+    if request.implementation != "cpython" or request.platform not in BUILD_PLATFORMS:
+        return ("`venvstacks-docker runtime build` makes CPython for Linux only: get a python-build-standalone "
+                "install_only archive of it")
+    if request.version in PINS:
+        return f"run `venvstacks-docker runtime build --python-version {request.version}` to build one into the cache"
+    minor = ".".join(request.version.split(".")[:2])
+    same_minor = [v for v in PINS if v.startswith(f"{minor}.")]
+    version = same_minor[-1] if same_minor else max(PINS, key=lambda v: tuple(map(int, v.split("."))))
+    return (f"the runtime builder makes CPython {' and '.join(PINS)} only, not {request.version}: name "
+            f"\"cpython@{version}\" as the runtime's python_implementation and run "
+            f"`venvstacks-docker runtime build --python-version {version}`")
 
 
 def _download(url: str, filename: str, sha256: str | None, what: str, *,
@@ -365,8 +379,7 @@ def _from_upstream(request: RuntimeRequest, search: _Search) -> tuple[RuntimeArc
     path = _download(
         url, filename, wanted, "the python-build-standalone archive", source="GitHub",
         hint=(
-            f"run `venvstacks-docker runtime build --python-version {request.version}` to build the "
-            f"runtime locally, or set {SOURCES_ENV} to an install_only archive or a folder "
+            f"{build_hint(request)}, or set {SOURCES_ENV} to an install_only archive or a folder "
             "(mirror) of them"
         ),
     )
