@@ -34,7 +34,7 @@ def _option_row(param: Any) -> str:
     default = ""
     if not param.is_flag and param.default not in (None, (), []):
         default = f"`{param.default}`"
-    elif param.is_flag and param.secondary_opts:
+    elif param.is_flag and param.secondary_opts and param.default is not None:  # None: a tri-state, unset
         default = f"`{param.opts[0] if param.default else param.secondary_opts[0]}`"
     panel = getattr(param, "rich_help_panel", None) or ""
     return f"| {names} | {default} | {_cell(panel)} | {_cell(param.help or '')} |"

@@ -9,13 +9,29 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
+from typer.core import TyperCommand, TyperOption
 
 from venvstacks_docker import spec as _spec
 from venvstacks_docker.metadata import dumps, envelope
 
+
+class _ResultConsole(Console):
+    """A console as wide as the terminal, and of unbounded width when stdout is not one
+    (a file, a pipe): trees and tables are then never cut to 80 columns."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = super().size
+        return size if self.is_terminal else ConsoleDimensions(1_000_000, size.height)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)  # type: ignore[attr-defined]
+
+
 #: Results (tables, JSON) go to stdout; everything for people to stderr (:mod:`ui`).
-out = Console(highlight=False, soft_wrap=True)
+out = _ResultConsole(highlight=False, soft_wrap=True)
 
 
 @dataclass
@@ -44,14 +60,14 @@ IncludeOpt = Annotated[list[str] | None, typer.Option(
     "--include", metavar="PATTERN", rich_help_panel=SELECT,
     help="Only layers whose name matches (fnmatch, e.g. 'app-*'); repeatable.")]
 AllowMissingOpt = Annotated[bool, typer.Option(
-    "--allow-missing", rich_help_panel=SELECT,
+    "--allow-missing/--no-allow-missing", rich_help_panel=SELECT,
     help="Warn instead of failing when an --include pattern matches nothing.")]
 JsonOpt = Annotated[bool, typer.Option(
-    "--json", rich_help_panel=SHOW,
+    "--json/--no-json", rich_help_panel=SHOW,
     help="JSON on stdout: alone, the selection without running anything; with --show, the results.")]
-ShowOpt = Annotated[bool, typer.Option("--show", rich_help_panel=SHOW,
+ShowOpt = Annotated[bool, typer.Option("--show/--no-show", rich_help_panel=SHOW,
                                        help="Print the selected layers and operations, then run.")]
-ShowOnlyOpt = Annotated[bool, typer.Option("--show-only", rich_help_panel=SHOW,
+ShowOnlyOpt = Annotated[bool, typer.Option("--show-only/--no-show-only", rich_help_panel=SHOW,
                                            help="Print the selected layers and operations and stop.")]
 IndexOpt = Annotated[bool, typer.Option("--index/--no-index", rich_help_panel=LOCKING,
                                         help="Query the default package index (PyPI) when locking.")]
@@ -72,6 +88,27 @@ BaseImageOpt = Annotated[str | None, typer.Option(
     "--base-image", metavar="IMAGE", rich_help_panel=WHERE,
     help="Base image of the builder container (default: the stack file's base_image, "
     "VENVSTACKS_DOCKER_BASE_IMAGE, then the bootstrapped Debian base).")]
+
+
+class StageCommand(TyperCommand):
+    """A stage command whose ``--help`` lists ``--no-X`` only where it turns off a default.
+
+    Every on/off option takes both forms, the last one given winning, as in venvstacks;
+    listing ``--no-publish-dependencies`` next to ``--publish-dependencies`` too would
+    cut the option names short in an 80-column help, so the help says it once instead.
+    """
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        quiet = [p for p in self.params if isinstance(p, TyperOption) and p.is_flag and p.default in (False, None)
+                 and p.secondary_opts == [f"--no-{p.opts[0].removeprefix('--')}"]]
+        saved = [(p, p.secondary_opts, p.show_default) for p in quiet]
+        for param in quiet:
+            param.secondary_opts, param.show_default = [], False
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            for param, secondary, show_default in saved:
+                param.secondary_opts, param.show_default = secondary, show_default
 
 
 def load(spec_path: Path) -> _spec.StackSpec:

@@ -35,6 +35,7 @@ from venvstacks_docker.cli._common import (
     ShowOnlyOpt,
     ShowOpt,
     SpecArg,
+    StageCommand,
     absolute_source,
     emit_json,
     in_container,
@@ -47,12 +48,15 @@ from venvstacks_docker.spec import StackSpec
 
 OutputDirOpt = Annotated[str, typer.Option("--output-dir", rich_help_panel=OUTPUT,
                                            help="Where archives and metadata go, relative to the stack file's folder.")]
-TagOutputsOpt = Annotated[bool, typer.Option("--tag-outputs", rich_help_panel=OUTPUT,
+TagOutputsOpt = Annotated[bool, typer.Option("--tag-outputs/--no-tag-outputs", rich_help_panel=OUTPUT,
                                              help="Put the platform and build number in archive and metadata names.")]
-PublishDependenciesOpt = Annotated[bool, typer.Option("--publish-dependencies", rich_help_panel=SELECT,
+PublishDependenciesOpt = Annotated[bool, typer.Option("--publish-dependencies/--no-publish-dependencies",
+                                                      rich_help_panel=SELECT,
                                                       help="Also publish the layers the selected ones need.")]
-PublishDerivedOpt = Annotated[bool, typer.Option("--publish-derived", rich_help_panel=SELECT,
+PublishDerivedOpt = Annotated[bool, typer.Option("--publish-derived/--no-publish-derived", rich_help_panel=SELECT,
                                                  help="Also publish the layers built on the selected ones.")]
+LockDependenciesOpt = Annotated[bool, typer.Option("--lock-dependencies/--no-lock-dependencies", rich_help_panel=SELECT,
+                                                   help="Also relock the layers the selected ones need.")]
 FromBundleOpt = Annotated[Path | None, typer.Option(
     "--from-bundle", metavar="BUNDLE", rich_help_panel=BUILDING,
     help="Build offline from a bundle (file or unpacked folder): its wheels, runtimes and builder image, "
@@ -61,11 +65,11 @@ FromBundleOpt = Annotated[Path | None, typer.Option(
 
 def register(app: typer.Typer) -> None:
     """Add the stage commands (``show``, ``lock``, ``build``, ``publish``, ``local-export``) to ``app``."""
-    app.command()(show)
-    app.command()(lock)
-    app.command()(build)
-    app.command()(publish)
-    app.command("local-export")(local_export)
+    epilog = ("Every on/off option also takes its --no- form (--no-show, --no-publish, --no-force...), "
+              "as in venvstacks: the last one given wins.")
+    for name, command in (("show", show), ("lock", lock), ("build", build), ("publish", publish),
+                          ("local-export", local_export)):
+        app.command(name, cls=StageCommand, epilog=epilog)(command)
 
 
 def _where(spec: StackSpec, build_dir: str, output_dir: str | None = None, *, local_wheels: list[str] | None = None,
@@ -162,17 +166,16 @@ def show(
 def lock(
     spec_path: SpecArg,
     build_dir: BuildDirOpt = "_build",
-    clean: Annotated[bool, typer.Option("--clean", rich_help_panel=LOCKING,
+    clean: Annotated[bool, typer.Option("--clean/--no-clean", rich_help_panel=LOCKING,
                                         help="Recreate the runtime environments used to lock first.")] = False,
-    if_needed: Annotated[bool, typer.Option("--if-needed", rich_help_panel=LOCKING,
+    if_needed: Annotated[bool, typer.Option("--if-needed/--no-if-needed", rich_help_panel=LOCKING,
                                             help="Skip layers whose lock is still valid.")] = False,
     index: IndexOpt = True,
     local_wheels: LocalWheelsOpt = None,
     include: IncludeOpt = None,
     reset_lock: ResetLockOpt = None,
     allow_missing: AllowMissingOpt = False,
-    lock_dependencies: Annotated[bool, typer.Option(
-        "--lock-dependencies", rich_help_panel=SELECT, help="Also relock the layers the selected ones need.")] = False,
+    lock_dependencies: LockDependenciesOpt = False,
     show: ShowOpt = False,
     show_only: ShowOnlyOpt = False,
     json_output: JsonOpt = False,
@@ -195,15 +198,15 @@ def build(
     spec_path: SpecArg,
     build_dir: BuildDirOpt = "_build",
     output_dir: OutputDirOpt = "_artifacts",
-    clean: Annotated[bool, typer.Option("--clean", rich_help_panel=BUILDING,
+    clean: Annotated[bool, typer.Option("--clean/--no-clean", rich_help_panel=BUILDING,
                                         help="Recreate the environments (and rebuild every archive).")] = False,
-    lock_if_needed: Annotated[bool, typer.Option("--lock-if-needed", rich_help_panel=LOCKING,
+    lock_if_needed: Annotated[bool, typer.Option("--lock-if-needed/--no-lock-if-needed", rich_help_panel=LOCKING,
                                                  help="Lock layers whose lock is out of date first.")] = False,
-    lock_: Annotated[bool, typer.Option("--lock", hidden=True, help="Old name of --lock-if-needed.")] = False,
+    lock_: Annotated[bool, typer.Option("--lock/--no-lock", hidden=True, help="Old name of --lock-if-needed.")] = False,
     do_build: Annotated[bool, typer.Option("--build/--no-build", rich_help_panel=BUILDING,
                                            help="Build the selected environments.")] = True,
     publish_: Annotated[bool, typer.Option(
-        "--publish", rich_help_panel=OUTPUT,
+        "--publish/--no-publish", rich_help_panel=OUTPUT,
         help="Also publish archives (otherwise a publish dry run is shown).")] = False,
     index: IndexOpt = True,
     local_wheels: LocalWheelsOpt = None,
@@ -211,18 +214,15 @@ def build(
     include: IncludeOpt = None,
     reset_lock: ResetLockOpt = None,
     allow_missing: AllowMissingOpt = False,
-    lock_dependencies: Annotated[bool, typer.Option("--lock-dependencies", rich_help_panel=SELECT,
-                                                    help="Also relock the layers the selected ones need.")] = False,
+    lock_dependencies: LockDependenciesOpt = False,
     build_dependencies: Annotated[bool, typer.Option(
-        "--build-dependencies", rich_help_panel=SELECT,
+        "--build-dependencies/--no-build-dependencies", rich_help_panel=SELECT,
         help="Rebuild, not just bring up to date, the layers the selected ones need.")] = False,
     publish_dependencies: PublishDependenciesOpt = False,
-    include_dependencies: Annotated[bool, typer.Option(
-        "--include-dependencies", rich_help_panel=SELECT,
-        help="Set all three --*-dependencies options at once.")] = False,
-    no_include_dependencies: Annotated[bool, typer.Option(
-        "--no-include-dependencies", hidden=True, help="Clear all three --*-dependencies options.")] = False,
-    build_derived: Annotated[bool, typer.Option("--build-derived", rich_help_panel=SELECT,
+    include_dependencies: Annotated[bool | None, typer.Option(
+        "--include-dependencies/--no-include-dependencies", rich_help_panel=SELECT, show_default=False,
+        help="Set all three --*-dependencies options at once (--no-include-dependencies clears them).")] = None,
+    build_derived: Annotated[bool, typer.Option("--build-derived/--no-build-derived", rich_help_panel=SELECT,
                                                 help="Also build the layers built on the selected ones.")] = False,
     publish_derived: PublishDerivedOpt = False,
     show: ShowOpt = False,
@@ -231,12 +231,12 @@ def build(
     runtime_source: RuntimeSourceOpt = None,
     native: NativeOpt = False,
     base_image: BaseImageOpt = None,
-    offline: Annotated[bool, typer.Option("--offline", rich_help_panel=BUILDING,
+    offline: Annotated[bool, typer.Option("--offline/--no-offline", rich_help_panel=BUILDING,
                                           help="No network: runtimes and wheels must already be cached.")] = False,
     from_bundle: FromBundleOpt = None,
 ) -> None:
     """Build layer environments, locking first and publishing after if asked: the pipeline command."""
-    if include_dependencies or no_include_dependencies:  # venvstacks' --[no-]include-dependencies
+    if include_dependencies is not None:  # venvstacks' --[no-]include-dependencies: all three at once
         lock_dependencies = build_dependencies = publish_dependencies = include_dependencies
     selection = _plan.Selection(include=tuple(include or ()), allow_missing=allow_missing,
                                 lock_dependencies=lock_dependencies, build_dependencies=build_dependencies,
@@ -266,10 +266,10 @@ def publish(
         show_default=False)] = None,
     build_dir: BuildDirOpt = "_build",
     output_dir: OutputDirOpt = "_artifacts",
-    force: Annotated[bool, typer.Option("--force", rich_help_panel=OUTPUT,
+    force: Annotated[bool, typer.Option("--force/--no-force", rich_help_panel=OUTPUT,
                                         help="Rebuild archives even if their inputs are unchanged.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", rich_help_panel=OUTPUT,
-                                          help="Only show what would be published.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run/--no-dry-run", rich_help_panel=OUTPUT,
+                                          help="Only show what would be published (the publishing request).")] = False,
     tag_outputs: TagOutputsOpt = False,
     include: IncludeOpt = None,
     allow_missing: AllowMissingOpt = False,
@@ -312,9 +312,9 @@ def local_export(
     output_dir: Annotated[str, typer.Option(
         "--output-dir", rich_help_panel=OUTPUT,
         help="Where the environments are exported, relative to the stack file's folder.")] = "_export",
-    force: Annotated[bool, typer.Option("--force", rich_help_panel=OUTPUT,
+    force: Annotated[bool, typer.Option("--force/--no-force", rich_help_panel=OUTPUT,
                                         help="Export again even if unchanged.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", rich_help_panel=OUTPUT,
+    dry_run: Annotated[bool, typer.Option("--dry-run/--no-dry-run", rich_help_panel=OUTPUT,
                                           help="The same as --show-only.")] = False,
     include: IncludeOpt = None,
     allow_missing: AllowMissingOpt = False,
