@@ -6,6 +6,10 @@ with the reference's by :func:`venvstacks_docker.diffing.compare_outputs` (archi
 metadata; fields that describe the run rather than the result, such as the builder
 image, are reported but not held against it).  A combined run that differs is followed
 by one run per variation it combined, to name the variation responsible.
+
+The reference publication also gets the ELF policy check (:mod:`venvstacks_docker.elf_policy`)
+with each layer's ``linux_target`` from the stack file; its violations are reported
+(``elf_policy`` in the JSON, a note) but never change the audit's verdict.
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ class AuditReport:
 
     plan: AuditPlan
     results: list[RunResult]
+    elf_policy: dict[str, Any] | None = None
+    """The ELF policy check of the reference publication (``None`` when it did not publish)."""
 
     @property
     def identical(self) -> bool:
@@ -79,7 +85,7 @@ class AuditReport:
         """The ``audit --json`` output (envelope ``venvstacks-docker/audit``)."""
         return envelope("audit", {"identical": self.identical, "plan": self.plan.to_dict(),
                                   "runs": [r.to_dict() for r in self.results], "verdicts": self.verdicts(),
-                                  "skipped": self.plan.skipped})
+                                  "skipped": self.plan.skipped, "elf_policy": self.elf_policy})
 
 
 def check_locks(spec: StackSpec, include: tuple[str, ...]) -> None:
@@ -156,6 +162,7 @@ def run_audit(plan: AuditPlan, spec: StackSpec, *, work_dir: Path, jobs: int = 1
     _say(reference)
     if reference.status == "failed":
         return AuditReport(plan=plan, results=list(results.values()))
+    elf_policy = _elf_policy(spec, ref_out)
     main = [r for r in plan.runs[1:] if not r.follow_up]
     with ui.current().phase("audit runs"), ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         for result, _out in pool.map(lambda r: _run_one(spec, r, work_dir, plan.include, ref_out), main):
@@ -172,7 +179,22 @@ def run_audit(plan: AuditPlan, spec: StackSpec, *, work_dir: Path, jobs: int = 1
     if not keep:
         _clean(work_dir)
     ordered = [results[r.name] for r in plan.runs if r.name in results]
-    return AuditReport(plan=plan, results=ordered)
+    return AuditReport(plan=plan, results=ordered, elf_policy=elf_policy)
+
+
+def _elf_policy(spec: StackSpec, out: Path) -> dict[str, Any] | None:
+    """The ELF policy check of the reference publication, with a note when it finds something."""
+    from venvstacks_docker.elf_policy import ElfOptions, Targets
+    from venvstacks_docker.verify import verify_output_dir
+
+    report = verify_output_dir(out, elf=ElfOptions(targets=Targets.from_spec(spec))).elf_policy
+    if report is None:
+        return None
+    if report.violations:
+        layers = ", ".join(layer.install_target for layer in report.layers if layer.violations)
+        ui.current().note(f"ELF policy: {report.violations} violation(s) in the reference publication ({layers}); "
+                          "`venvstacks-docker verify --spec` on a publication of this stack lists them")
+    return report.as_dict()
 
 
 def _clean(work_dir: Path) -> None:

@@ -10,6 +10,10 @@ Every layer named by a manifest entry or a per-layer metadata file is checked
 (size first, then SHA-256).  Archives in ``<out>`` named by no metadata file are
 reported as ``unexpected``; they do not make the report fail (venvstacks leaves
 archives of earlier builds in place), but ``clean`` is false.
+
+With ``elf=`` (the CLI's default), the ELF files of every Linux layer whose archive
+matches are checked against the layer's ``linux_target`` too (:mod:`venvstacks_docker.elf_policy`);
+violations fail the report only when the options say ``strict``.
 """
 
 from __future__ import annotations
@@ -18,11 +22,14 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from venvstacks_docker.errors import VerifyError
 from venvstacks_docker.metadata import LAYER_KINDS, LAYER_METADATA_DIR, METADATA_DIR, dumps, envelope, sha256_file
 from venvstacks_docker.ui import human_size
+
+if TYPE_CHECKING:
+    from venvstacks_docker.elf_policy import ElfOptions, ElfPolicyReport
 
 ARCHIVE_SUFFIXES = (".tar.xz", ".tar.gz", ".zip")
 _REQUIRED_KEYS = ("layer_name", "install_target", "archive_name", "archive_size", "archive_hashes")
@@ -90,11 +97,15 @@ class VerifyReport:
     layers: tuple[LayerCheck, ...]
     unexpected: tuple[str, ...]
     metadata_problems: tuple[MetadataProblem, ...] = field(default=())
+    elf_policy: ElfPolicyReport | None = None
+    """The ELF policy check, when it ran (its violations fail ``ok`` only when strict)."""
 
     @property
     def ok(self) -> bool:
-        """Every layer archive matches its metadata and the metadata is consistent."""
-        return not self.metadata_problems and all(layer.ok for layer in self.layers)
+        """Every layer archive matches its metadata, the metadata is consistent, and a
+        strict ELF policy check found nothing."""
+        elf_fails = self.elf_policy is not None and self.elf_policy.fails
+        return not self.metadata_problems and all(layer.ok for layer in self.layers) and not elf_fails
 
     @property
     def clean(self) -> bool:
@@ -111,6 +122,7 @@ class VerifyReport:
             "layers": [layer.as_dict() for layer in self.layers],
             "unexpected": list(self.unexpected),
             "metadata_problems": [p.as_dict() for p in self.metadata_problems],
+            "elf_policy": self.elf_policy.as_dict() if self.elf_policy is not None else None,
         })
 
     def to_json(self) -> str:
@@ -138,6 +150,8 @@ class VerifyReport:
             lines.append(f"metadata      {problem.file}: {problem.message}")
         for name in self.unexpected:
             lines.append(f"unexpected    {name} (not named by any metadata file)")
+        if self.elf_policy is not None:
+            lines += self.elf_policy.render_lines()
         counts: dict[str, int] = {}
         for layer in self.layers:
             counts[layer.status] = counts.get(layer.status, 0) + 1
@@ -147,6 +161,9 @@ class VerifyReport:
             parts.append(f"{len(self.metadata_problems)} metadata problem(s)")
         if self.unexpected:
             parts.append(f"{len(self.unexpected)} unexpected archive(s)")
+        if self.elf_policy is not None and self.elf_policy.violations:
+            parts.append(f"{self.elf_policy.violations} ELF policy violation(s)"
+                         + ("" if self.elf_policy.strict else " (warnings: --strict-elf fails on them)"))
         verdict = "OK" if self.ok else "FAILED"
         lines.append(f"{verdict}: " + ", ".join(parts))
         return "\n".join(lines) + "\n"
@@ -394,8 +411,9 @@ def _check_archive(out: Path, record: _Record) -> LayerCheck:
     )
 
 
-def verify_output_dir(out: Path) -> VerifyReport:
-    """Check every archive named by the metadata in ``out`` (size, then SHA-256)."""
+def verify_output_dir(out: Path, *, elf: ElfOptions | None = None) -> VerifyReport:
+    """Check every archive named by the metadata in ``out`` (size, then SHA-256), and,
+    with ``elf``, the ELF files of its Linux layers."""
     out = Path(out)
     if not out.is_dir():
         raise VerifyError(f"{out} does not exist or is not a folder")
@@ -435,4 +453,15 @@ def verify_output_dir(out: Path) -> VerifyReport:
         layers=tuple(checks),
         unexpected=tuple(unexpected),
         metadata_problems=tuple(problems),
+        elf_policy=_elf_policy(out, by_archive, checks, elf) if elf is not None else None,
     )
+
+
+def _elf_policy(out: Path, by_archive: dict[str, _Record], checks: list[LayerCheck],
+                options: ElfOptions) -> ElfPolicyReport:
+    """The ELF policy check of the layers; an archive that failed verification is not read."""
+    from venvstacks_docker.elf_policy import LayerInput, check_layers
+
+    layers = [LayerInput.from_metadata(out, by_archive[check.archive_name].entry, readable=check.ok)
+              for check in checks]
+    return check_layers(layers, options)
