@@ -1,27 +1,30 @@
 #!/usr/bin/env python3
-"""Benchmark venvstacks 0.7.0 against venvstacks-docker on ``sample_project``.
+"""Benchmark venvstacks-docker against venvstacks 0.7.0 and 0.8.0 on ``sample_project``.
 
 Run from the repository root with the project's dev venv::
 
-    .venv/bin/python benchmarks/run_benchmarks.py [--quick] [--repeat N]
+    .venv/bin/python benchmarks/run_benchmarks.py [--quick] [--repeat N] [--lock-repeat N]
         [--output docs/benchmarks.md] [--json results.json]
 
 One run does everything on this machine:
 
-1. creates (or reuses) a venv with venvstacks 0.7.0 from PyPI under ``benchmarks/.work/``,
-   pinned by ``benchmarks/venvstacks-0.7.0-constraints.txt``, and one with a snapshot of this
-   checkout's committed HEAD (so concurrent edits in the checkout cannot change the tool
-   being measured half-way; ``--ours dev`` uses the editable ``.venv`` install instead);
+1. creates (or reuses) venvs under the work folder (``benchmarks/.work/``, or
+   ``$VSBENCH_WORK_DIR``): venvstacks 0.7.0 from PyPI, pinned by
+   ``benchmarks/venvstacks-0.7.0-constraints.txt``; venvstacks 0.8.0 from the wheel in
+   ``../shared/venvstacks-0.8.0/`` (or ``$VSBENCH_VENVSTACKS_080_DIR``), pinned by the
+   ``constraints.txt`` next to it; and a snapshot of this checkout's committed HEAD (so
+   concurrent edits in the checkout cannot change the tool being measured half-way;
+   ``--ours dev`` uses the editable ``.venv`` install instead);
 2. finds the CPython 3.11.2 ``install_only`` runtime archive this project builds (the
    venvstacks-docker cache; built with ``scripts/build-python-runtime`` when missing);
 3. copies ``sample_project`` (spec and launch modules only) into one work folder per tool and
-   stages the unpacked runtime at ``<build-dir>/cpython@3.11.2/`` for venvstacks, which cannot
-   download python-build-standalone here (no GitHub access);
-4. times, for both tools, with warm package caches: a fresh lock, a clean build+publish, a
+   stages the unpacked runtime at ``<build-dir>/cpython@3.11.2/`` for both venvstacks releases,
+   which cannot download python-build-standalone here (no GitHub access);
+4. times, for the three tools, with warm package caches: a fresh lock, a clean build+publish, a
    publish of the unchanged stack and a build+publish after editing one launch module; records
    the archive sizes; optionally times a clean build+publish in our builder container;
 5. writes a Markdown report, and the raw results as JSON next to it (``docs/benchmarks.json``
-   for ``docs/benchmarks.md``), to ``benchmarks/.work/last-results.json`` and to ``--json``.
+   for ``docs/benchmarks.md``), to ``last-results.json`` in the work folder and to ``--json``.
 
 Only wall-clock time is compared (``time.perf_counter`` around each command); the CPU time of
 the command's process tree (``getrusage(RUSAGE_CHILDREN)``) is recorded as well because it is
@@ -29,7 +32,8 @@ much less sensitive to other load on the machine.
 
 ``--report-only RESULTS_JSON`` renders the report again from saved results without measuring.
 Either way the sections other benchmarks keep in the report between their own markers
-(``bench_spec_loading.py``'s) are carried over from the existing file.
+(``<!-- NAME: start -->`` … ``<!-- NAME: end -->``: ``bench_spec_loading.py``'s, ``bench_diff.py``'s,
+``bench_bundle.py``'s) are carried over from the existing file.
 
 The pieces live in ``benchmarks/vsbench/``: the harness (``harness``, ``session``, ``tools``,
 ``projects``), what is measured (``scenarios``) and the report (``summary``, ``report`` and
@@ -40,13 +44,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 from vsbench import scenarios
-from vsbench.config import ROOT, WORK
+from vsbench.config import ROOT, TOOL_LABEL, WORK
 from vsbench.harness import log
 from vsbench.report import fmt_s, keep_sections, render_report
 from vsbench.session import Bench
@@ -57,6 +62,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="one run per step, skip the container measurement")
     parser.add_argument("--repeat", type=int, default=1, help="run each timed step N times, report the best")
+    parser.add_argument("--lock-repeat", type=int, default=None,
+                        help="run the (short) lock step N times instead (default: as --repeat)")
     parser.add_argument("--no-container", action="store_true", help="skip the builder-container measurement")
     parser.add_argument("--ours", choices=("snapshot", "dev"), default="snapshot",
                         help="venvstacks-docker to measure: a snapshot of the committed HEAD installed into "
@@ -83,13 +90,16 @@ def _write_json(path: Path, results: dict[str, Any]) -> None:
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
-    """Run every scenario; the results (also saved to benchmarks/.work/last-results.json)."""
+    """Run every scenario; the results (also saved to last-results.json in the work folder)."""
     shutil.rmtree(WORK / "logs", ignore_errors=True)
     bench = Bench(args)
     bench.setup()
     scenarios.measure_all(bench)
     results = bench.finish()
     results["notes"] = list(args.note)
+    settings = "".join(f"{name}={os.environ[name]} " for name in ("VSBENCH_WORK_DIR", "VSBENCH_VENVSTACKS_080_DIR")
+                       if os.environ.get(name))
+    results["command"] = settings + " ".join([".venv/bin/python benchmarks/run_benchmarks.py", *sys.argv[1:]])
     # saved before rendering, so a rendering problem never costs a measurement run
     _write_json(WORK / "last-results.json", results)
     return results
@@ -123,8 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     write_report(args, results)
     s = results["summary"]
     for step, data in s["steps"].items():
-        log(f"{step}: venvstacks {fmt_s(data['venvstacks_s'])}, ours {fmt_s(data['ours_s'])}, "
-            "speed-up " + ("n/a" if data["speedup"] is None else format(data["speedup"], ".2f") + "x"))
+        times = ", ".join(f"{TOOL_LABEL[tool]} {fmt_s(wall)}" for tool, wall in data["wall"].items())
+        speedups = ", ".join(f"vs {TOOL_LABEL[key]} " + ("n/a" if value is None else f"{value:.2f}x")
+                             for key, value in data["speedup"].items())
+        log(f"{step}: {times}; speed-up {speedups}")
     log(f"targets: {s['targets']}")
     return 1 if results["errors"] else 0
 

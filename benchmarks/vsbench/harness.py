@@ -74,6 +74,11 @@ def tail_of(path: Path, lines: int = 15) -> str:
     return "\n".join(text[-lines:])
 
 
+def shown_path(path: Path) -> str:
+    """``path`` relative to the repository root when it is inside it (the work folder may not be)."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 class CommandFailed(RuntimeError):
     """A timed command exited non-zero; carries its log file and the log's tail."""
 
@@ -138,7 +143,7 @@ class Runner:
             raise CommandFailed(cmd, proc.returncode, log_path)
         other = max(0.0, busy - cpu) / wall if wall > 0 else 0.0
         log(f"{label}: {wall:.2f} s wall, {cpu:.2f} s CPU, other work {other:.2f} cores")
-        return Timing(wall_s=wall, cpu_s=cpu, load_1m_before=load, log=str(log_path.relative_to(ROOT)),
+        return Timing(wall_s=wall, cpu_s=cpu, load_1m_before=load, log=shown_path(log_path),
                       other_cores=other)
 
 

@@ -1,11 +1,12 @@
-"""The pbs-installer shim installed into the venvstacks 0.7.0 venv (see ``PBS_SHIM``)."""
+"""The pbs-installer shim installed into every venvstacks venv (see ``PBS_SHIM``)."""
 
 from __future__ import annotations
 
 from .config import RUNTIME_VERSION
 
 # pbs-installer's version table has no CPython 3.11.2 (python-build-standalone never shipped
-# one), and venvstacks asks it for a download link *before* looking for a staged runtime.
+# one), and venvstacks (0.7.0 and 0.8.0 alike) asks it for a download link *before* looking for
+# a staged runtime.
 # This shim adds a 3.11.2 entry whose URL cannot be fetched, so venvstacks finds the staged
 # tree (and would fail loudly, not silently download something else, if staging was missed).
 # It is loaded lazily (only when pbs_installer._versions is imported) via a .pth file.

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import SAMPLE
+from .config import RELEASE, SAMPLE
 from .harness import capture
 from .tools import Tools
 
@@ -72,7 +72,8 @@ def prepare_project(tool: str, root: Path) -> Project:
         project.spec_changes.append("dropped the [tool.venvstacks-docker] table")
     data = tomllib.loads(text)  # still valid TOML
     project.spec.write_text(text)
-    if tool == "venvstacks":
+    release = RELEASE.get(tool)
+    if release is not None and not release.reads_tool_uv:
         # [tool.uv] is new in venvstacks 0.8.0; 0.7.0 ignores it silently (and runs
         # `uv pip compile --no-config`), so the one setting sample_project uses is handed
         # to its uv through the environment instead, to lock the same package versions.
@@ -81,10 +82,10 @@ def prepare_project(tool: str, root: Path) -> Project:
             if key == "exclude-newer":
                 project.env["UV_EXCLUDE_NEWER"] = str(value)
                 project.spec_changes.append(
-                    f"[tool.uv] exclude-newer (ignored by 0.7.0) passed as UV_EXCLUDE_NEWER={value}"
+                    f"[tool.uv] exclude-newer (ignored by {release.version}) passed as UV_EXCLUDE_NEWER={value}"
                 )
             else:
-                project.spec_changes.append(f"[tool.uv] {key} is ignored by 0.7.0 and NOT passed on")
+                project.spec_changes.append(f"[tool.uv] {key} is ignored by {release.version} and NOT passed on")
     # venvstacks filters launch-module files through the .gitignore rules of the enclosing
     # git repository; this folder is inside the project's ignored benchmarks/.work/, which
     # would silently drop package-style launch modules (report_demo/).  A repository of its
@@ -171,14 +172,14 @@ def locked_packages(project: Project) -> dict[str, list[str]]:
 
 
 def expected_module_hash(tool: str, tools: Tools, path: Path) -> str:
-    """The hash the tool itself computes for ``path`` (their algorithms differ)."""
-    if tool == "venvstacks":
+    """The hash the tool itself computes for ``path`` (0.7.0's algorithm differs from 0.8.0's and ours)."""
+    if tool in RELEASE:
         code = (
             "import sys, pathlib, warnings; warnings.simplefilter('ignore');"
             "from venvstacks._hash_content import hash_module;"
             "print(hash_module(pathlib.Path(sys.argv[1])))"
         )
-        return capture([str(tools.venv / "bin" / "python"), "-c", code, str(path)])
+        return capture([tools.python(tool), "-c", code, str(path)])
     code = (
         "import sys, pathlib; from venvstacks_docker.spec import module_hash;"
         "print(module_hash(pathlib.Path(sys.argv[1])))"

@@ -17,26 +17,42 @@ import jinja2
 import jinja2.ext
 
 from . import config
-from .config import EDITED_APP, EDITED_MODULE, RUNTIME_VERSION, STAGE_NAME, STEP_LABEL, TOOL_LABEL, TOOLS
+from .config import (
+    EDITED_APP,
+    EDITED_MODULE,
+    NEWEST,
+    RELEASE,
+    RUNTIME_VERSION,
+    STAGE_NAME,
+    STEP_LABEL,
+    TOOL_LABEL,
+    TOOLS,
+    VENVSTACKS,
+    WORK,
+)
+from .harness import shown_path
 from .summary import best_wall, contended_now, other_work, summarize
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 # sections other scripts own in the report: <!-- NAME: start --> ... <!-- NAME: end -->
 SECTION_START = re.compile(r"<!-- ([\w-]+): start -->")
 
-# why the archives' contents differ: (test on the entries only in venvstacks' / only in ours, text)
+# why the archives' contents differ: (test on the entries only in venvstacks' / only in ours, text
+# with {version} and {installer} for the venvstacks release)
 CONTENT_REASONS = [
     (lambda only_vs, only_ours: any(n.startswith("share/venv/dynlib/") or n == "bin/python_" for n in only_vs),
-     "venvstacks made `share/venv/dynlib/` links (or a `bin/python_` link) that venvstacks-docker did not: "
-     "both link a layer's shared libraries for the layers above, but venvstacks-docker never links an "
+     "venvstacks {version} made `share/venv/dynlib/` links (or a `bin/python_` link) that venvstacks-docker did "
+     "not: both link a layer's shared libraries for the layers above, but venvstacks-docker never links an "
      "extension module, whatever Python version its name is tagged for (see "
      "docs/explanation/shared-libraries.md)"),
+    (lambda only_vs, only_ours: any(n.startswith("share/venv/dynlib/") or n == "bin/python_" for n in only_ours),
+     "venvstacks-docker made `share/venv/dynlib/` links (or a `bin/python_` link) that venvstacks {version} did "
+     "not"),
     (lambda only_vs, only_ours: any(n.endswith(("/INSTALLER", "/REQUESTED")) for n in only_vs),
-     "`INSTALLER`/`REQUESTED` files are written by pip, which venvstacks 0.7.0 installs with; "
-     "venvstacks-docker's archives have neither (venvstacks 0.8.0 installs with uv and keeps an "
-     "`INSTALLER` saying `uv`)"),
+     "`INSTALLER`/`REQUESTED` files are written by {installer}, which venvstacks {version} installs with; "
+     "venvstacks-docker's archives have neither"),
     (lambda only_vs, only_ours: any(n.startswith("bin/") for n in only_ours),
-     "venvstacks deletes everything in a layer's `bin/` whose name does not start with `python`, the "
+     "venvstacks {version} deletes everything in a layer's `bin/` whose name does not start with `python`, the "
      "runtime's own `2to3`/`idle3`/`pydoc3` scripts included; venvstacks-docker keeps those (they are "
      "relocatable `/bin/sh` trampolines in this runtime)"),
 ]
@@ -88,7 +104,7 @@ def _sample(names: list[str]) -> str:
 
 
 def _versions(results: dict[str, Any]) -> dict[str, Any]:
-    """What follows the commit in the venvstacks-docker row: dirty files, what was measured, HEAD moves."""
+    """The tool versions table: per venvstacks release its origin and libraries, ours with its commit."""
     git = results["git"]
     note = f" (working tree had uncommitted changes in: {', '.join(git['dirty_files'])})" if git["dirty_files"] else ""
     if git.get("measured"):
@@ -96,8 +112,19 @@ def _versions(results: dict[str, Any]) -> dict[str, Any]:
     if (git.get("head_at_end") and not git["commit"].startswith(git["head_at_end"][:7])
             and git.get("measured", "").startswith("snapshot")):
         note += f"; HEAD moved to `{git['head_at_end'][:7]}` during the run, which does not affect the snapshot"
+    versions = results["versions"]
+    rows = [[TOOL_LABEL[key], f"{versions[key]['version']} (pdm {versions[key]['pdm']}, pbs-installer "
+             f"{versions[key]['pbs_installer']}); from {RELEASE[key].origin}", versions[key]["uv"]]
+            for key in VENVSTACKS if key in versions]
+    rows.append(["venvstacks-docker", f"{versions['ours']['version']}, commit `{git['commit']}`{note}",
+                 versions["ours"]["uv"]])
     runtime = results["runtime_archive"]
-    return {"ours_note": note, "runtime_name": Path(runtime["path"]).name}
+    return {"version_rows": rows, "runtime_name": Path(runtime["path"]).name}
+
+
+def _speedup(value: float | None) -> str:
+    """A speed-up as ``1.23x``, or n/a."""
+    return "n/a" if value is None else f"{value:.2f}x"
 
 
 def _timings(results: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
@@ -105,18 +132,19 @@ def _timings(results: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]
     rows = []
     for step, label in STEP_LABEL.items():
         s = summary["steps"][step]
-        vs_t, our_t = best_wall(results, "venvstacks", step), best_wall(results, "ours", step)
-        rows.append([label, fmt_s(s["venvstacks_s"]), fmt_s(s["ours_s"]),
-                     "n/a" if s["speedup"] is None else f"{s['speedup']:.2f}x",
-                     fmt_s(s["venvstacks_cpu_s"]), fmt_s(s["ours_cpu_s"]),
-                     f"{vs_t.other_cores:.2f} / {our_t.other_cores:.2f} cores" if vs_t and our_t else "n/a"])
-    per_tool = [(tool, results["timings"].get(tool, {})) for tool in ("venvstacks", "ours", "ours-container")]
+        other = [s["other"][tool] for tool in TOOLS]
+        rows.append([label, *(fmt_s(s["wall"][tool]) for tool in TOOLS),
+                     *(_speedup(s["speedup"][key]) for key in VENVSTACKS),
+                     " / ".join("n/a" if s["cpu"][tool] is None else f"{s['cpu'][tool]:.2f}" for tool in TOOLS),
+                     " / ".join("n/a" if o is None else f"{o:.2f}" for o in other)])
+    per_tool = [(tool, results["timings"].get(tool, {})) for tool in (*TOOLS, "ours-container")]
     loads = [r["load_1m_before"] for _, steps in per_tool for runs in steps.values() for r in runs]
-    all_runs = "; ".join(f"{tool} {step}: " + ", ".join(format(r["wall_s"], ".2f") for r in runs)
+    all_runs = "; ".join(f"{TOOL_LABEL[tool]} {step}: " + ", ".join(format(r["wall_s"], ".2f") for r in runs)
                          for tool, steps in per_tool for step, runs in steps.items() if runs)
-    lock = summary["steps"]["lock"]["speedup"]
-    return {"timing_rows": rows, "loads": loads, "all_runs": all_runs,
-            "lock_slower": lock is not None and lock < 1}
+    lock = summary["steps"]["lock"]
+    return {"timing_rows": rows, "loads": loads, "all_runs": all_runs, "lock": lock,
+            "lock_slower": {key: lock["speedup"][key] is not None and lock["speedup"][key] < 1
+                            for key in VENVSTACKS}}
 
 
 def _container(results: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
@@ -145,58 +173,74 @@ def _container(results: dict[str, Any], summary: dict[str, Any]) -> dict[str, An
 
 def _sizes(results: dict[str, Any]) -> list[list[str]]:
     """Rows of the archive size table (the total row is in the template)."""
-    sizes = results.get("archive_sizes", {})
-    vs_sizes, our_sizes = sizes.get("venvstacks", {}), sizes.get("ours", {})
+    sizes = {tool: results.get("archive_sizes", {}).get(tool, {}) for tool in TOOLS}
     rows = []
-    for name in sorted(set(vs_sizes) | set(our_sizes)):
-        a, b = vs_sizes.get(name), our_sizes.get(name)
-        rows.append([name, f"{fmt_size(a)} ({a if a is not None else '-'} B)",
-                     f"{fmt_size(b)} ({b if b is not None else '-'} B)",
-                     f"{(b - a) / a * 100:+.2f} %" if a and b else "n/a"])
+    for name in sorted(set().union(*sizes.values())):
+        got = {tool: sizes[tool].get(name) for tool in TOOLS}
+        ours = got["ours"]
+        rows.append([name, *(f"{fmt_size(n)} ({n if n is not None else '-'} B)" for n in got.values()),
+                     *(f"{(ours - got[key]) / got[key] * 100:+.2f} %" if got[key] and ours else "n/a"
+                       for key in VENVSTACKS)])
     return rows
 
 
-def _contents(results: dict[str, Any]) -> dict[str, Any]:
-    """The archive contents table and why the contents differ."""
-    contents = results.get("archive_contents", {})
-    rows = [[name, f"{c['entries'][0]} / {c['entries'][1]}",
-             f"{fmt_size(c['uncompressed'][0])} / {fmt_size(c['uncompressed'][1])}",
-             _sample(c["only_venvstacks"]), _sample(c["only_ours"]), str(len(c["same_name_different_size"]))]
-            for name, c in contents.items()]
-    only_vs = {n for c in contents.values() for n in c["only_venvstacks"]}
-    only_ours = {n for c in contents.values() for n in c["only_ours"]}
-    reasons = [text for test, text in CONTENT_REASONS if test(only_vs, only_ours)] if contents else []
-    differing = sorted({n.rstrip("/").rsplit("/", 1)[-1] for c in contents.values()
-                        for n in c["same_name_different_size"]})
-    shown = (", ".join(f"`{n}`" for n in differing[:10]) + (", …" if len(differing) > 10 else "")
-             if differing else "none")
-    return {"content_rows": rows, "content_reasons": reasons, "differing": shown}
+def _contents(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per venvstacks release: the archive contents table against ours and why the contents differ."""
+    out = []
+    for key, contents in results.get("archive_contents", {}).items():
+        version = RELEASE[key].version
+        rows = [[name, f"{c['entries'][0]} / {c['entries'][1]}",
+                 f"{fmt_size(c['uncompressed'][0])} / {fmt_size(c['uncompressed'][1])}",
+                 _sample(c["only_venvstacks"]), _sample(c["only_ours"]), str(len(c["same_name_different_size"]))]
+                for name, c in contents.items()]
+        only_vs = {n for c in contents.values() for n in c["only_venvstacks"]}
+        only_ours = {n for c in contents.values() for n in c["only_ours"]}
+        reasons = [text.format(version=version, installer=RELEASE[key].installer)
+                   for test, text in CONTENT_REASONS if test(only_vs, only_ours)]
+        differing = sorted({n.rstrip("/").rsplit("/", 1)[-1] for c in contents.values()
+                            for n in c["same_name_different_size"]})
+        shown = (", ".join(f"`{n}`" for n in differing[:10]) + (", …" if len(differing) > 10 else "")
+                 if differing else "none")
+        out.append({"label": TOOL_LABEL[key], "version": version, "rows": rows, "reasons": reasons,
+                    "differing": shown})
+    return out
 
 
-def _pins(results: dict[str, Any]) -> dict[str, Any]:
-    """Whether both tools locked the same versions, and per layer what differs."""
+def _pins(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per venvstacks release: whether it locked the same versions as ours, and per layer what differs."""
     pins = results.get("locked_packages", {})
-    if not (pins.get("venvstacks") and pins.get("ours")):
-        return {"pins_compared": False}
-    differences = []
-    for layer in sorted(set(pins["venvstacks"]) | set(pins["ours"])):
-        a, b = set(pins["venvstacks"].get(layer, [])), set(pins["ours"].get(layer, []))
-        if a != b:
-            differences.append(f"{layer}: venvstacks only {sorted(a - b)}, ours only {sorted(b - a)}")
-    return {"pins_compared": True, "pins_same": pins["venvstacks"] == pins["ours"], "pin_differences": differences}
+    out = []
+    for key in VENVSTACKS:
+        if not (pins.get(key) and pins.get("ours")):
+            continue
+        differences = []
+        for layer in sorted(set(pins[key]) | set(pins["ours"])):
+            a, b = set(pins[key].get(layer, [])), set(pins["ours"].get(layer, []))
+            if a != b:
+                differences.append(f"{layer}: {TOOL_LABEL[key]} only {sorted(a - b)}, ours only {sorted(b - a)}")
+        out.append({"label": TOOL_LABEL[key], "same": pins[key] == pins["ours"], "differences": differences})
+    return out
 
 
 def _targets(results: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
     """The targets table, where the clean build time went, and what the unchanged publish rewrote."""
     clean = summary["steps"]["build-clean"]
-    clean_text = "n/a" if clean["speedup"] is None else format(clean["speedup"], ".2f") + "x wall clock"
-    if clean["venvstacks_cpu_s"] and clean["ours_cpu_s"]:
-        clean_text += f" ({clean['venvstacks_cpu_s'] / clean['ours_cpu_s']:.2f}x in CPU time)"
-    vs_clean, our_clean = best_wall(results, "venvstacks", "build-clean"), best_wall(results, "ours", "build-clean")
+    oldest = VENVSTACKS[0]
+    clean_text = "n/a" if clean["speedup"][oldest] is None else f"{clean['speedup'][oldest]:.2f}x wall clock"
+    if clean["cpu_ratio"][oldest]:
+        clean_text += f" ({clean['cpu_ratio'][oldest]:.2f}x in CPU time)"
+    lock = summary["steps"]["lock"]
+    lock_text = "n/a"
+    if lock["speedup"][NEWEST] is not None:
+        lock_text = (f"best {lock['wall']['ours']:.2f} s vs {lock['wall'][NEWEST]:.2f} s "
+                     f"({lock['speedup'][NEWEST]:.2f}x); median {lock['median']['ours']:.2f} s vs "
+                     f"{lock['median'][NEWEST]:.2f} s; CPU {lock['cpu']['ours']:.2f} s vs {lock['cpu'][NEWEST]:.2f} s")
+    runs = {tool: best_wall(results, tool, "build-clean") for tool in TOOLS}
     rewrote = results.get("publish_unchanged_rewrote", {})
     return {
-        "clean_text": clean_text,
-        "cpu": {"vs": vs_clean, "ours": our_clean} if vs_clean and our_clean and our_clean.cpu_s > 0 else None,
+        "clean_text": clean_text, "lock_text": lock_text,
+        "cpu": [(TOOL_LABEL[tool], runs[tool]) for tool in TOOLS] if all(
+            t and t.cpu_s > 0 for t in runs.values()) else None,
         "rewrote": [(TOOL_LABEL[tool], rewrote[tool]) for tool in TOOLS if tool in rewrote],
     }
 
@@ -210,9 +254,10 @@ def _edit(results: dict[str, Any]) -> dict[str, Any]:
              + (f" ({', '.join(f['new_or_rewritten'])})" if f["new_or_rewritten"] else ""),
              "**yes**" if f["picked_up"] else "**no**"]
             for tool in TOOLS for f in findings.get(tool, [])]
-    vs_edit, ours_edit = findings.get("venvstacks", []), findings.get("ours", [])
-    return {"edit_rows": rows,
-            "vs_stale": bool(vs_edit) and not any(f["picked_up"] for f in vs_edit),
+    stale = [TOOL_LABEL[key] for key in VENVSTACKS
+             if findings.get(key) and not any(f["picked_up"] for f in findings[key])]
+    ours_edit = findings.get("ours", [])
+    return {"edit_rows": rows, "vs_stale": stale,
             "ours_missed": bool(ours_edit) and not all(f["picked_up"] for f in ours_edit)}
 
 
@@ -220,7 +265,8 @@ def _method(results: dict[str, Any]) -> dict[str, Any]:
     """Spec adjustments per tool, notes and errors (last 10 lines of each failed command's log)."""
     changes = [f"{TOOL_LABEL.get(tool, tool)}: {item}"
                for tool, items in results.get("spec_changes", {}).items() for item in items]
-    errors = [dict(e, tail_lines=e["tail"].splitlines()[-10:]) for e in results["errors"]]
+    errors = [dict(e, label=TOOL_LABEL.get(e["tool"], e["tool"]), tail_lines=e["tail"].splitlines()[-10:])
+              for e in results["errors"]]
     return {"spec_changes": changes, "notes": results.get("notes") or [], "errors": errors}
 
 
@@ -250,12 +296,17 @@ def render_report(results: dict[str, Any], json_path: str | None) -> str:
     results["summary"] = summary
     other = other_work(results)
     context: dict[str, Any] = {
-        "r": results, "m": results["machine"], "v": results["versions"], "summary": summary,
+        "r": results, "m": results["machine"], "summary": summary,
         "contended": contended_now(results), "other_min": min(other, default=0), "other_max": max(other, default=0),
         "json_path": json_path, "config": config, "RUNTIME_VERSION": RUNTIME_VERSION, "STAGE_NAME": STAGE_NAME,
-        "EDITED_MODULE": EDITED_MODULE, "EDITED_APP": EDITED_APP,
+        "EDITED_MODULE": EDITED_MODULE, "EDITED_APP": EDITED_APP, "WORK": results.get("work_dir", shown_path(WORK)),
+        "TOOLS": TOOLS, "VENVSTACKS": VENVSTACKS, "NEWEST": NEWEST, "RELEASE": RELEASE, "LABEL": TOOL_LABEL,
+        "versions": [RELEASE[key].version for key in VENVSTACKS], "tool_labels": [TOOL_LABEL[t] for t in TOOLS],
+        "size_pct": {key: "n/a" if pct is None else f"{pct:+.2f} %"
+                     for key, pct in summary["size_total"]["pct"].items()},
         "container": _container(results, summary), "size_rows": _sizes(results),
-        **_versions(results), **_timings(results, summary), **_contents(results), **_pins(results),
+        "contents": _contents(results), "pins": _pins(results),
+        **_versions(results), **_timings(results, summary),
         **_targets(results, summary), **_edit(results), **_method(results),
     }
     return _environment().get_template("benchmarks.md.j2").render(context)

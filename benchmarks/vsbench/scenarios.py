@@ -1,7 +1,7 @@
 """What is measured: the commands of every step (data) and one function per scenario.
 
-The scenarios run in this order on the same two project copies (each one starts from the
-state the previous one left): warm-up lock, fresh lock, clean build + publish, unchanged
+The scenarios run in this order on the same project copies, one per tool (each one starts
+from the state the previous one left): warm-up lock, fresh lock, clean build + publish, unchanged
 publish, build + publish after editing a launch module, and the container build.
 """
 
@@ -12,7 +12,7 @@ import shutil
 import time
 from typing import Any
 
-from .config import EDITED_APP, EDITED_MODULE, ROOT, TOOLS, WORK
+from .config import EDITED_APP, EDITED_MODULE, RELEASE, ROOT, TOOLS, VENVSTACKS, WORK
 from .harness import CommandFailed, Timing, capture, log, sha256_file
 from .projects import (
     Project,
@@ -27,14 +27,16 @@ from .projects import (
 from .session import AfterRun, Bench, PrepareFor
 from .tools import stage_runtime
 
+# step -> arguments between the executable and the spec file, the same for every venvstacks release
+VENVSTACKS_COMMANDS: dict[str, tuple[str, ...]] = {
+    "lock": ("lock",),
+    "build-clean": ("build", "--publish", "--clean"),
+    "publish": ("publish",),
+    "build-edit": ("build", "--publish"),
+}
 # tool -> step -> arguments between the executable and the spec file
 COMMANDS: dict[str, dict[str, tuple[str, ...]]] = {
-    "venvstacks": {
-        "lock": ("lock",),
-        "build-clean": ("build", "--publish", "--clean"),
-        "publish": ("publish",),
-        "build-edit": ("build", "--publish"),
-    },
+    **dict.fromkeys(VENVSTACKS, VENVSTACKS_COMMANDS),
     "ours": {
         "lock": ("lock", "--native"),
         "build-clean": ("build", "--native", "--publish", "--clean"),
@@ -53,8 +55,7 @@ def command(bench: Bench, tool: str, step: str, project: Project) -> list[str]:
     """The command line of ``step`` for ``tool``, on that tool's copy of the spec."""
     if tool not in COMMANDS:
         raise KeyError(tool)
-    exe = bench.tools.venvstacks if tool == "venvstacks" else bench.tools.ours
-    return [exe, *COMMANDS[tool][SAME_COMMAND.get(step, step)], str(project.spec)]
+    return [bench.tools.exe(tool), *COMMANDS[tool][SAME_COMMAND.get(step, step)], str(project.spec)]
 
 
 def prepare(bench: Bench, tool: str, step: str, project: Project) -> None:
@@ -64,14 +65,14 @@ def prepare(bench: Bench, tool: str, step: str, project: Project) -> None:
     if step in ("build-clean", "build-clean-paired"):
         # every archive must really be written
         shutil.rmtree(project.output_dir, ignore_errors=True)
-    if tool == "venvstacks" and step in ("lock", "build-clean") and (
+    if tool in RELEASE and step in ("lock", "build-clean") and (
             step == "build-clean" or not (project.build_dir / "cpython-3.11").exists()):
         assert bench.archive is not None
         stage_runtime(bench.archive, project.build_dir)
 
 
 def timed(bench: Bench, step: str, tools: tuple[str, ...] = TOOLS, *, after: AfterRun | None = None,
-          also: PrepareFor | None = None) -> None:
+          also: PrepareFor | None = None, repeat: int | None = None) -> None:
     """Time ``step`` for ``tools``; ``also`` runs (untimed) after the step's own preparation."""
 
     def prepare_for(tool: str, project: Project) -> None:
@@ -80,7 +81,7 @@ def timed(bench: Bench, step: str, tools: tuple[str, ...] = TOOLS, *, after: Aft
             also(tool, project)
 
     bench.time_step(step, tools, command=lambda tool, project: command(bench, tool, step, project),
-                    prepare=prepare_for, after=after)
+                    prepare=prepare_for, after=after, repeat=repeat)
 
 
 def warm_up(bench: Bench) -> None:
@@ -97,8 +98,8 @@ def warm_up(bench: Bench) -> None:
 
 
 def measure_lock(bench: Bench) -> None:
-    """A fresh lock (lock files deleted first); then the pins both tools chose."""
-    timed(bench, "lock")
+    """A fresh lock (lock files deleted first), ``--lock-repeat`` times; then the pins each tool chose."""
+    timed(bench, "lock", repeat=bench.lock_repeat)
     for tool in TOOLS:  # a failed final lock would break everything after it
         project = bench.projects[tool]
         if not any(project.requirements.rglob("*")):
@@ -119,9 +120,10 @@ def measure_clean_build(bench: Bench) -> None:
     bench.results["archive_sizes"] = sizes
     if all(tool in sizes for tool in TOOLS):
         log("comparing archive contents (untimed)")
-        bench.results["archive_contents"] = compare_archives(
-            bench.projects["venvstacks"].output_dir, bench.projects["ours"].output_dir
-        )
+        bench.results["archive_contents"] = {
+            key: compare_archives(bench.projects[key].output_dir, bench.projects["ours"].output_dir)
+            for key in VENVSTACKS
+        }
 
 
 def measure_unchanged_publish(bench: Bench) -> None:

@@ -9,8 +9,19 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .config import ROOT, TOOLS, VENVSTACKS_VERSION, WORK
-from .harness import CommandFailed, Runner, Timing, capture, git_info, loadavg, log, machine_info, sha256_file
+from .config import RELEASES, ROOT, TOOLS, WORK
+from .harness import (
+    CommandFailed,
+    Runner,
+    Timing,
+    capture,
+    git_info,
+    loadavg,
+    log,
+    machine_info,
+    sha256_file,
+    shown_path,
+)
 from .projects import Project, prepare_project
 from .tools import Tools, dev_venvstacks_docker, ensure_ours_snapshot, ensure_venvstacks_venv, find_runtime_archive
 
@@ -27,6 +38,7 @@ class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.repeat = 1 if args.quick else max(1, args.repeat)
+        self.lock_repeat = max(1, args.lock_repeat) if args.lock_repeat else self.repeat
         self.runner = Runner(WORK / "logs")
         self.tools: Tools  # set in setup()
         self.archive: Path | None = None
@@ -34,6 +46,8 @@ class Bench:
         self.results: dict[str, Any] = {
             "started": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
             "repeat": self.repeat,
+            "lock_repeat": self.lock_repeat,
+            "work_dir": shown_path(WORK),
             "quick": bool(args.quick),
             "timings": {},
             "errors": [],
@@ -53,8 +67,9 @@ class Bench:
         else:
             ours = dev_venvstacks_docker()
             self.results["git"]["measured"] = "the editable dev install (working tree as it was while running)"
-        self.tools = Tools(WORK / f"venvstacks-{VENVSTACKS_VERSION}", ours)
-        ensure_venvstacks_venv(self.tools.venv)
+        self.tools = Tools(ours)
+        for release in RELEASES:
+            ensure_venvstacks_venv(release, self.tools.venvs[release.key])
         self.results["versions"] = self.tools.versions()
         self.archive = find_runtime_archive()
         self.results["runtime_archive"] = {"path": str(self.archive), "sha256": sha256_file(self.archive),
@@ -65,16 +80,18 @@ class Bench:
         self.results["spec_changes"] = {tool: p.spec_changes for tool, p in self.projects.items()}
 
     def time_step(self, step: str, tools: tuple[str, ...], *, command: CommandFor, prepare: PrepareFor,
-                  after: AfterRun | None = None) -> None:
-        """Run ``step`` for each tool ``self.repeat`` times (tool order alternates) and keep all timings.
+                  after: AfterRun | None = None, repeat: int | None = None) -> None:
+        """Run ``step`` for each tool ``repeat`` (default ``self.repeat``) times and keep all timings.
 
-        ``prepare`` runs untimed right before each command; a failed command (or preparation
-        raising CommandFailed) is recorded as an error and the loop goes on.
+        The tool order rotates from one round to the next, so every tool takes every place in
+        turn.  ``prepare`` runs untimed right before each command; a failed command (or
+        preparation raising CommandFailed) is recorded as an error and the loop goes on.
         """
         for tool in tools:
             self.results["timings"].setdefault(tool, {}).setdefault(step, [])
-        for index in range(self.repeat):
-            order = tools if index % 2 == 0 else tuple(reversed(tools))
+        for index in range(repeat or self.repeat):
+            shift = index % len(tools)
+            order = tools[shift:] + tools[:shift]
             for tool in order:
                 project = self.projects[tool]
                 try:
@@ -93,7 +110,7 @@ class Bench:
         log(f"FAILED {tool} {step}: {exc}")
         self.results["errors"].append(
             {"tool": tool, "step": step, "command": " ".join(exc.cmd), "exit": exc.returncode,
-             "log": str(exc.log_path.relative_to(ROOT)), "tail": exc.tail}
+             "log": shown_path(exc.log_path), "tail": exc.tail}
         )
 
     def finish(self) -> dict[str, Any]:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
-from .config import STEP_LABEL, TARGET_PUBLISH_S, TARGET_SIZE_PCT, TARGET_SPEEDUP
+from .config import NEWEST, STEP_LABEL, TARGET_PUBLISH_S, TARGET_SIZE_PCT, TARGET_SPEEDUP, TOOLS, VENVSTACKS
 from .harness import Timing, best
 
 
@@ -16,17 +17,30 @@ def best_wall(results: dict[str, Any], tool: str, step: str) -> Timing | None:
     return best([Timing(**r) for r in runs])
 
 
+def median_wall(results: dict[str, Any], tool: str, step: str) -> float | None:
+    """The median wall time of ``step`` by ``tool`` over all its runs (None if it never succeeded)."""
+    runs = results["timings"].get(tool, {}).get(step, [])
+    return statistics.median(r["wall_s"] for r in runs) if runs else None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    """a / b, or None when either is missing or b is zero."""
+    return a / b if a is not None and b else None
+
+
 def _step_summary(results: dict[str, Any], step: str) -> dict[str, Any]:
-    """Best wall and CPU times of both tools for one step, and the speed-up."""
-    vs = best_wall(results, "venvstacks", step)
-    ours = best_wall(results, "ours", step)
-    speedup = vs.wall_s / ours.wall_s if vs and ours and ours.wall_s > 0 else None
+    """Per tool the best run's wall and CPU time and other work; our speed-up against each venvstacks."""
+    runs = {tool: best_wall(results, tool, step) for tool in TOOLS}
+    wall = {tool: t.wall_s if t else None for tool, t in runs.items()}
+    cpu = {tool: t.cpu_s if t else None for tool, t in runs.items()}
     return {
-        "venvstacks_s": vs.wall_s if vs else None,
-        "ours_s": ours.wall_s if ours else None,
-        "venvstacks_cpu_s": vs.cpu_s if vs else None,
-        "ours_cpu_s": ours.cpu_s if ours else None,
-        "speedup": speedup,
+        "wall": wall,
+        "cpu": cpu,
+        "other": {tool: t.other_cores if t else None for tool, t in runs.items()},
+        "median": {tool: median_wall(results, tool, step) for tool in TOOLS},
+        # venvstacks time / our time: higher is better for us
+        "speedup": {key: _ratio(wall[key], wall["ours"]) for key in VENVSTACKS},
+        "cpu_ratio": {key: _ratio(cpu[key], cpu["ours"]) for key in VENVSTACKS},
     }
 
 
@@ -34,16 +48,19 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
     """Per-step comparison, total archive sizes, target verdicts and the container overhead."""
     summary: dict[str, Any] = {"steps": {step: _step_summary(results, step) for step in STEP_LABEL}}
     sizes = results.get("archive_sizes", {})
-    vs_sizes, our_sizes = sizes.get("venvstacks", {}), sizes.get("ours", {})
-    total_vs, total_ours = sum(vs_sizes.values()), sum(our_sizes.values())
-    size_pct = (total_ours - total_vs) / total_vs * 100 if total_vs and total_ours else None
-    summary["size_total"] = {"venvstacks": total_vs, "ours": total_ours, "pct": size_pct}
-    clean = summary["steps"]["build-clean"]["speedup"]
-    publish = summary["steps"]["publish"]["ours_s"]
+    totals = {tool: sum(sizes.get(tool, {}).values()) for tool in TOOLS}
+    size_pct = {key: (totals["ours"] - totals[key]) / totals[key] * 100 if totals[key] and totals["ours"] else None
+                for key in VENVSTACKS}
+    summary["size_total"] = {**totals, "pct": size_pct}
+    steps = summary["steps"]
+    clean = steps["build-clean"]["speedup"][VENVSTACKS[0]]
+    publish = steps["publish"]["wall"]["ours"]
+    lock = steps["lock"]["speedup"][NEWEST]
     summary["targets"] = {
         "clean_speedup": None if clean is None else clean >= TARGET_SPEEDUP,
-        "size": None if size_pct is None else size_pct <= TARGET_SIZE_PCT,
+        "size": {key: None if pct is None else pct <= TARGET_SIZE_PCT for key, pct in size_pct.items()},
         "publish_unchanged": None if publish is None else publish < TARGET_PUBLISH_S,
+        "lock_vs_newest": None if lock is None else lock >= 1.0,
     }
     container = results.get("container", {})
     native_clean = best_wall(results, "ours", "build-clean-paired")

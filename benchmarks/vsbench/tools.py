@@ -1,4 +1,4 @@
-"""The two tools under test (their venvs and versions) and the CPython runtime archive both use."""
+"""The tools under test (their venvs and versions) and the CPython runtime archive they all use."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-from .config import CONSTRAINTS, ROOT, RUNTIME_PLATFORM, RUNTIME_VERSION, STAGE_NAME, VENVSTACKS_VERSION, WORK
+from .config import RELEASES, ROOT, RUNTIME_PLATFORM, RUNTIME_VERSION, STAGE_NAME, WORK, Release
 from .harness import capture, child_env, log
 from .pbs_shim import PBS_SHIM
 
@@ -72,45 +72,66 @@ def ensure_ours_snapshot() -> tuple[Path, str]:
 
 
 class Tools:
-    """Where the two tools' executables and Pythons are."""
+    """Where the tools' executables and Pythons are: a venv per venvstacks release, and ours."""
 
-    def __init__(self, venv: Path, ours: Path) -> None:
-        self.venv = venv
-        self.venvstacks = str(venv / "bin" / "venvstacks")
+    def __init__(self, ours: Path) -> None:
+        self.venvs = {r.key: WORK / r.key for r in RELEASES}
         self.ours = str(ours)
         self.ours_python = str(Path(self.ours).parent / "python")
 
-    def versions(self) -> dict[str, str]:
-        """Versions of both tools and of the uv and libraries they run, for the report."""
-        py = str(self.venv / "bin" / "python")
+    def exe(self, tool: str) -> str:
+        """The executable of ``tool`` (a release key, or ``ours``/``ours-container``)."""
+        return str(self.venvs[tool] / "bin" / "venvstacks") if tool in self.venvs else self.ours
+
+    def python(self, tool: str) -> str:
+        """The Python of ``tool``'s venv."""
+        return str(self.venvs[tool] / "bin" / "python") if tool in self.venvs else self.ours_python
+
+    def versions(self) -> dict[str, dict[str, str]]:
+        """Per tool: its version and those of the uv and libraries it runs, for the report."""
         dist_version = "import importlib.metadata as m; print(m.version({!r}))"
-        return {
-            "venvstacks": capture([self.venvstacks, "--version"]).removeprefix("venvstacks:").strip(),
-            "venvstacks_uv": capture([py, "-Im", "uv", "--version"]),
-            "venvstacks_pdm": capture([py, "-c", dist_version.format("pdm")]),
-            "venvstacks_pbs_installer": capture([py, "-c", dist_version.format("pbs-installer")]),
-            "ours": capture([self.ours, "--version"]).split(":")[-1].strip(),
-            "ours_uv": capture([self.ours_python, "-c",
-                                "import uv, subprocess; subprocess.run([uv.find_uv_bin(), '--version'])"]),
+        out: dict[str, dict[str, str]] = {}
+        for key, venv in self.venvs.items():
+            py = str(venv / "bin" / "python")
+            out[key] = {
+                # from the installed distribution: 0.8.0's command line has no --version
+                "version": capture([py, "-c", dist_version.format("venvstacks")]),
+                "uv": capture([py, "-Im", "uv", "--version"]),
+                "pdm": capture([py, "-c", dist_version.format("pdm")]),
+                "pbs_installer": capture([py, "-c", dist_version.format("pbs-installer")]),
+            }
+        out["ours"] = {
+            "version": capture([self.ours_python, "-c", dist_version.format("venvstacks-docker")]),
+            "uv": capture([self.ours_python, "-c",
+                           "import uv, subprocess; subprocess.run([uv.find_uv_bin(), '--version'])"]),
         }
+        return out
 
 
-def ensure_venvstacks_venv(venv: Path) -> None:
-    """Create the venvstacks 0.7.0 venv (reused while the constraints are unchanged)."""
+def _venv_stamp(release: Release) -> str:
+    """What a release's venv was made from: constraints, what was installed (a wheel's bytes), the shim."""
+    digest = hashlib.sha256(release.constraints.read_bytes() + PBS_SHIM.encode())
+    wheel = Path(release.requirement)
+    digest.update(wheel.read_bytes() if wheel.suffix == ".whl" else release.requirement.encode())
+    return digest.hexdigest()
+
+
+def ensure_venvstacks_venv(release: Release, venv: Path) -> None:
+    """Create ``release``'s venv with the pbs-installer shim (reused while its inputs are unchanged)."""
+    for needed in (release.constraints, Path(release.requirement)):
+        if needed.suffix in (".txt", ".whl") and not needed.is_file():
+            raise SystemExit(f"{release.key}: {needed} is missing (see config.SHARED_080)")
     stamp = venv / "benchmark-stamp.txt"
-    want = hashlib.sha256(CONSTRAINTS.read_bytes() + PBS_SHIM.encode()).hexdigest()
+    want = _venv_stamp(release)
     if stamp.exists() and stamp.read_text().strip() == want and (venv / "bin" / "venvstacks").exists():
         log(f"reusing {venv}")
         return
-    log(f"creating {venv} (venvstacks=={VENVSTACKS_VERSION} from PyPI)")
+    log(f"creating {venv} ({release.requirement})")
     shutil.rmtree(venv, ignore_errors=True)
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     py = str(venv / "bin" / "python")
-    subprocess.run(
-        [py, "-m", "pip", "install", "--quiet", "-c", str(CONSTRAINTS), f"venvstacks=={VENVSTACKS_VERSION}"],
-        check=True,
-        env=child_env(),
-    )
+    subprocess.run([py, "-m", "pip", "install", "--quiet", "-c", str(release.constraints), release.requirement],
+                   check=True, env=child_env())
     site = Path(
         subprocess.run(
             [py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
@@ -145,7 +166,7 @@ def find_runtime_archive() -> Path:
 
 
 def stage_runtime(archive: Path, build_dir: Path) -> None:
-    """Unpack the archive's python/ folder to <build_dir>/cpython@X.Y.Z/ (venvstacks 4.1 work-around)."""
+    """Unpack the archive's python/ folder to <build_dir>/cpython@X.Y.Z/ (venvstacks cannot download it here)."""
     target = build_dir / STAGE_NAME
     shutil.rmtree(target, ignore_errors=True)
     build_dir.mkdir(parents=True, exist_ok=True)
