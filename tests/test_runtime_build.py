@@ -15,24 +15,30 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from _runtime_fixture import RUNTIME_VERSION, ensure_minbase_chroot, ensure_runtime_archive
+from packaging.version import Version
 
 from venvstacks_docker import runtime_build
 from venvstacks_docker.runtimes import (
     RuntimeRequest,
     acquire_runtime,
+    archive_name_pattern,
     extract_runtime,
     sha256_file,
 )
 
-pytestmark = [
-    pytest.mark.runtime,
-    pytest.mark.slow,
-    pytest.mark.skipif(sys.platform != "linux", reason="runtimes are built on Linux only"),
-]
+pytestmark = [pytest.mark.skipif(sys.platform != "linux", reason="runtimes are built on Linux only")]
+
+
+def _needs_runtime(test: Callable[..., None]) -> Callable[..., None]:
+    """Mark a test that needs the real archive (built on first use: minutes)."""
+    marked: Callable[..., None] = pytest.mark.slow(pytest.mark.runtime(test))
+    return marked
+
 
 PYVER = ".".join(RUNTIME_VERSION.split(".")[:2])
 EXE = f"python{PYVER}"
@@ -92,9 +98,10 @@ def _dynamic(path: Path) -> str:
 # ----------------------------------------------------------------------------- layout
 
 
+@_needs_runtime
 def test_archive_name_and_cache_location(archive: Path) -> None:
     assert re.fullmatch(
-        rf"cpython-{re.escape(RUNTIME_VERSION)}\+vsd\d+-(x86_64|aarch64)-unknown-linux-gnu"
+        rf"cpython-{re.escape(RUNTIME_VERSION)}\+vsd\d+\.glibc2\.\d+-(x86_64|aarch64)-unknown-linux-gnu"
         r"-install_only\.tar\.gz",
         archive.name,
     )
@@ -108,6 +115,7 @@ def test_archive_name_and_cache_location(archive: Path) -> None:
     assert meta["build_inputs"]["source_sha256"] == runtime_build.PINS[RUNTIME_VERSION].sha256
 
 
+@_needs_runtime
 def test_archive_has_install_only_layout(archive: Path) -> None:
     with tarfile.open(archive) as tar:
         members = tar.getmembers()
@@ -133,6 +141,7 @@ def test_archive_has_install_only_layout(archive: Path) -> None:
     assert not [n for n in names if re.search(r"libpython[\d.]+\.a$", n)]
 
 
+@_needs_runtime
 def test_archive_members_are_normalised(archive: Path) -> None:
     raw = archive.read_bytes()
     assert raw[:2] == b"\x1f\x8b"
@@ -155,6 +164,7 @@ def test_archive_members_are_normalised(archive: Path) -> None:
 # ----------------------------------------------------------------------------- behaviour
 
 
+@_needs_runtime
 def test_runtime_runs_from_a_path_with_a_space(unpacked: Path, tmp_path: Path) -> None:
     assert " " in str(unpacked)
     env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C", "PYTHONDONTWRITEBYTECODE": "1"}
@@ -177,6 +187,7 @@ def test_runtime_runs_from_a_path_with_a_space(unpacked: Path, tmp_path: Path) -
     assert Path(out) == unpacked
 
 
+@_needs_runtime
 def test_pip_entry_point_is_relocatable(unpacked: Path) -> None:
     pip = unpacked / "bin" / "pip3"
     assert not pip.read_text().startswith("#!/install")
@@ -186,6 +197,7 @@ def test_pip_entry_point_is_relocatable(unpacked: Path) -> None:
     assert str(unpacked) in proc.stdout
 
 
+@_needs_runtime
 def test_no_absolute_rpath_anywhere(unpacked: Path) -> None:
     elves = _elf_files(unpacked)
     assert len(elves) > 40
@@ -202,6 +214,7 @@ def test_no_absolute_rpath_anywhere(unpacked: Path) -> None:
             assert "$ORIGIN" in text, f"{elf.name} needs {needed} but has no $ORIGIN runpath"
 
 
+@_needs_runtime
 def test_glibc_floor_is_recorded(archive: Path, unpacked: Path) -> None:
     meta = runtime_build.read_sidecar(archive)
     floor = meta["glibc_floor"]
@@ -212,6 +225,7 @@ def test_glibc_floor_is_recorded(archive: Path, unpacked: Path) -> None:
     assert tuple(map(int, floor.split("."))) <= tuple(map(int, host.split(".")))
 
 
+@_needs_runtime
 def test_cached_archive_is_reused_without_rebuilding(archive: Path) -> None:
     before = archive.stat().st_mtime_ns
     started = time.monotonic()
@@ -221,6 +235,7 @@ def test_cached_archive_is_reused_without_rebuilding(archive: Path) -> None:
     assert time.monotonic() - started < 60
 
 
+@_needs_runtime
 def test_build_cli_reports_the_cached_archive_as_json(
     archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -236,6 +251,7 @@ def test_build_cli_reports_the_cached_archive_as_json(
     assert (out_dir / (archive.name + ".json")).is_file()
 
 
+@_needs_runtime
 def test_acquire_runtime_finds_the_built_archive_offline(archive: Path) -> None:
     request = RuntimeRequest(
         implementation="cpython",
@@ -250,6 +266,7 @@ def test_acquire_runtime_finds_the_built_archive_offline(archive: Path) -> None:
 # ----------------------------------------------------------------------------- portability
 
 
+@_needs_runtime
 @pytest.mark.root
 def test_runtime_needs_only_glibc_in_a_minbase_chroot(archive: Path, tmp_path: Path) -> None:
     if os.geteuid() != 0:
@@ -296,6 +313,7 @@ def test_runtime_needs_only_glibc_in_a_minbase_chroot(archive: Path, tmp_path: P
     not os.environ.get("VENVSTACKS_DOCKER_TEST_REBUILD"),
     reason="set VENVSTACKS_DOCKER_TEST_REBUILD=1 to rebuild from scratch and compare (minutes)",
 )
+@_needs_runtime
 def test_rebuild_is_bit_for_bit_identical(archive: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     pin = runtime_build.PINS[RUNTIME_VERSION]
@@ -305,3 +323,85 @@ def test_rebuild_is_bit_for_bit_identical(archive: Path, tmp_path: Path) -> None
     rebuilt = runtime_build.build_runtime(RUNTIME_VERSION, cache=cache, force=True)
     assert rebuilt.name == archive.name
     assert sha256_file(rebuilt) == sha256_file(archive)
+
+
+# ----------------------------------------------------------------------------- fast: naming, recipe, floor
+
+
+def test_archive_name_carries_the_floor_in_the_build_tag() -> None:
+    name = runtime_build.archive_filename("3.11.2", "x86_64-unknown-linux-gnu", floor="2.28")
+    assert name == f"cpython-3.11.2+{runtime_build.BUILD_TAG}.glibc2.28-x86_64-unknown-linux-gnu-install_only.tar.gz"
+    match = archive_name_pattern(RuntimeRequest(implementation="cpython", version="3.11.2",
+                                                platform="linux_x86_64")).match(name)
+    assert match and match.group("tag") == f"{runtime_build.BUILD_TAG}.glibc2.28"
+    # a newer build tag still sorts first, as python-build-standalone's dates do
+    assert f"{runtime_build.BUILD_TAG}.glibc2.28" > "vsd2"
+
+
+def test_recipe_keeps_newer_glibc_functions_out() -> None:
+    args = runtime_build.configure_args("3.11.2")
+    assert "ac_cv_func_sem_clockwait=no" in args
+    header = runtime_build.compat_header("x86_64-unknown-linux-gnu")
+    for name in ("exp", "exp2", "log", "log2", "pow"):
+        assert f'__asm__(".symver {name},{name}@GLIBC_2.2.5");' in header
+    assert "@GLIBC_2.17" in runtime_build.compat_header("aarch64-unknown-linux-gnu")
+    # only the interpreter's own objects get the header: sysconfig's CFLAGS never name it
+    assert runtime_build.COMPAT_HEADER not in runtime_build.recipe.cflags()
+    assert runtime_build.COMPAT_HEADER in runtime_build.recipe.cflags_nodist()
+
+
+def _readelf_glibc(path: Path) -> str:
+    out = subprocess.run(["readelf", "-V", "-W", str(path)], check=True, capture_output=True, text=True).stdout
+    versions = re.findall(r"Name: GLIBC_(\d+(?:\.\d+)+)\b", out.split("Version needs section", 1)[-1])
+    return str(max(Version(v) for v in versions))
+
+
+@pytest.mark.skipif(shutil.which("readelf") is None, reason="needs binutils' readelf to cross-check")
+def test_floor_read_with_pyelftools_matches_readelf(tmp_path: Path) -> None:
+    exe = Path(os.path.realpath(sys.executable))
+    (tmp_path / "bin").mkdir()
+    shutil.copyfile(exe, tmp_path / "bin" / "python")
+    (tmp_path / "bin" / "script").write_text("#!/bin/sh\n")
+    needs = runtime_build.glibc_needs(tmp_path)
+    assert set(needs) == {"bin/python"}
+    assert needs["bin/python"] == _readelf_glibc(exe)
+    assert runtime_build.floor_of(needs) == needs["bin/python"]
+    assert runtime_build.floor_setters({**needs, "lib/old.so": "2.2.5"}) == ["bin/python"]
+    assert runtime_build.floor_of({}) == "0"
+
+
+def test_bad_suite_is_refused_with_a_message(capsys: pytest.CaptureFixture[str]) -> None:
+    from venvstacks_docker.cli import run
+
+    assert run(["runtime", "build", "--in-container", "--suite", "not a suite"]) == 2
+    err = capsys.readouterr().err
+    assert "--suite 'not a suite' is not a Debian suite name" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc to make a library that calls log()")
+def test_libm_versions_of_carried_libraries_are_lowered(tmp_path: Path) -> None:
+    """A library compiled against glibc >= 2.29 needs log@GLIBC_2.29; rebound to the base
+    version, it needs no newer glibc for it and still computes the same."""
+    source = tmp_path / "uselog.c"
+    source.write_text("#include <math.h>\n#include <stdlib.h>\n"  # getenv: libc's base version string
+                      "double uselog(double x) { return log(x) + pow(x, 0.5) + (getenv(\"VSD_NONE\") != 0); }\n")
+    lib = tmp_path / "tree" / "lib" / "libuselog.so"
+    lib.parent.mkdir(parents=True)
+    subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-o", str(lib), str(source), "-lm"], check=True)
+    before = runtime_build.glibc_needs(tmp_path / "tree")["lib/libuselog.so"]
+    triple = runtime_build.host_triple()
+    base = runtime_build.BASE_SYMBOL_VERSION[triple]
+    lowered = runtime_build.lower_symbol_versions(tmp_path / "tree", runtime_build.COMPAT_SYMBOLS, base, "2.28")
+    if Version(before) <= Version("2.28"):
+        assert lowered == {}  # this machine's glibc predates the new libm versions
+        return
+    assert lowered == {"lib/libuselog.so": ["log", "pow"]}
+    assert Version(runtime_build.glibc_needs(tmp_path / "tree")["lib/libuselog.so"]) <= Version("2.28")
+    symbols = subprocess.run(["readelf", "--dyn-syms", "-W", str(lib)], check=True, capture_output=True,
+                             text=True).stdout
+    assert f"log@{base}" in symbols and f"pow@{base}" in symbols
+    code = ("import ctypes, math, sys; f = ctypes.CDLL(sys.argv[1]).uselog; f.restype = ctypes.c_double; "
+            "f.argtypes = [ctypes.c_double]; assert abs(f(4.0) - (math.log(4.0) + 2.0)) < 1e-12")
+    subprocess.run([sys.executable, "-c", code, str(lib)], check=True)
+    assert runtime_build.lower_symbol_versions(tmp_path / "tree", runtime_build.COMPAT_SYMBOLS, base, "2.28") == {}

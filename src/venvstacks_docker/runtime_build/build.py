@@ -8,14 +8,19 @@ import sys
 import time
 from pathlib import Path
 
+from packaging.version import Version
+
 from venvstacks_docker.errors import RuntimeArchiveError
 from venvstacks_docker.locking import exclusive
 from venvstacks_docker.platforms import usable_cpus
 from venvstacks_docker.runtime_build.compile import compile_source, fetch_source
 from venvstacks_docker.runtime_build.package import copy_out, find_cached_build, store_archive
 from venvstacks_docker.runtime_build.recipe import (
+    BASE_SYMBOL_VERSION,
     BUILD_TAG,
+    COMPAT_SYMBOLS,
     DISABLED_MODULES,
+    GLIBC_TARGET,
     SourcePin,
     archive_filename,
     build_inputs,
@@ -27,8 +32,11 @@ from venvstacks_docker.runtime_build.recipe import (
 )
 from venvstacks_docker.runtime_build.relocate import (
     carry_libraries,
-    glibc_floor,
+    floor_of,
+    floor_setters,
+    glibc_needs,
     leftover_build_paths,
+    lower_symbol_versions,
     normalise_tree,
     remove_bytecode,
     smoke_test,
@@ -84,13 +92,18 @@ def _build(pin: SourcePin, cache: Path, jobs: int, inputs: dict[str, object], di
     work = build_root() / f"cpython-{pin.version}"
     tree = compile_source(pin, tarball, work, jobs)
     carried = carry_libraries(tree)
+    lowered = lower_symbol_versions(tree, COMPAT_SYMBOLS, BASE_SYMBOL_VERSION[host_triple()], GLIBC_TARGET)
     normalise_tree(tree, pyver, work / "src")
     leftovers = leftover_build_paths(tree, work)
     if leftovers:
         log.warning("build path still present in: %s", ", ".join(leftovers[:10]))
     openssl = smoke_test(tree, pyver)
     remove_bytecode(tree)  # belt and braces: nothing compiled may reach the archive
-    floor = glibc_floor(tree)
+    needs = glibc_needs(tree)
+    floor = floor_of(needs)
+    if Version(floor) > Version(GLIBC_TARGET):
+        log.warning("glibc floor %s is above the recipe's target %s (set by %s)", floor, GLIBC_TARGET,
+                    ", ".join(floor_setters(needs)[:5]))
     meta: dict[str, object] = {
         "implementation": "cpython",
         "python_version": pin.version,
@@ -98,13 +111,17 @@ def _build(pin: SourcePin, cache: Path, jobs: int, inputs: dict[str, object], di
         "target_triple": host_triple(),
         "glibc_floor": floor,
         "crt_features": [f"glibc-max-symbol-version:{floor}"],
+        "glibc_target": GLIBC_TARGET,
+        "glibc_floor_set_by": floor_setters(needs),
+        "glibc_needs": needs,
+        "symbol_versions_lowered": lowered,
         "openssl_version": openssl,
         "carried_libraries": carried,
         "disabled_modules": list(DISABLED_MODULES),
         "build_inputs": inputs,
         "build_inputs_digest": digest,
     }
-    filename = archive_filename(pin.version, host_triple())
+    filename = archive_filename(pin.version, host_triple(), floor=floor)
     result = store_archive(tree, cache, filename, mtime=pin.source_date_epoch, meta=meta, started=t0)
     shutil.rmtree(work, ignore_errors=True)
     log.info("built %s in %.0f s", result, time.monotonic() - t0)

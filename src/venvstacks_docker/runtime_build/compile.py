@@ -13,7 +13,15 @@ from venvstacks_docker._download import download
 from venvstacks_docker._run import run
 from venvstacks_docker.errors import RuntimeArchiveError
 from venvstacks_docker.metadata import sha256_file
-from venvstacks_docker.runtime_build.recipe import INSTALL_PREFIX, SourcePin, cflags, configure_args
+from venvstacks_docker.runtime_build.recipe import (
+    COMPAT_HEADER,
+    INSTALL_PREFIX,
+    SourcePin,
+    cflags,
+    cflags_nodist,
+    compat_header,
+    configure_args,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +60,9 @@ def _build_env(src: Path, epoch: int) -> dict[str, str]:
         PYTHONDONTWRITEBYTECODE="1",
         OPT="-DNDEBUG -g0 -fwrapv -O2 -Wall",
         CFLAGS=cflags().replace("@SRC@", str(src)),
+        # the interpreter's own objects only: sysconfig's CFLAGS (what third-party
+        # extension modules are built with) never name the compat header
+        CFLAGS_NODIST=cflags_nodist().replace("@SRC@", str(src)),
         LDFLAGS="-Wl,--build-id=sha1",
     )
     return env
@@ -64,7 +75,10 @@ def _unpack(tarball: Path, work: Path) -> Path:
     work.mkdir(parents=True)
     log.info("unpacking %s", tarball.name)
     with tarfile.open(tarball) as archive:
-        archive.extractall(work / "unpacked", filter="data")
+        if hasattr(tarfile, "data_filter"):
+            archive.extractall(work / "unpacked", filter="data")
+        else:  # CPython < 3.11.4 (the bootstrap interpreter of --in-container); the tarball is sha256-pinned
+            archive.extractall(work / "unpacked")
     tops = list((work / "unpacked").iterdir())
     if len(tops) != 1 or not (tops[0] / "configure").is_file():
         raise RuntimeArchiveError(f"{tarball.name} does not look like a CPython source tarball")
@@ -76,6 +90,7 @@ def _unpack(tarball: Path, work: Path) -> Path:
 def compile_source(pin: SourcePin, tarball: Path, work: Path, jobs: int) -> Path:
     """Unpack, configure, make and install into ``work/destdir``; return the install tree."""
     src = _unpack(tarball, work)
+    (src / COMPAT_HEADER).write_text(compat_header(), encoding="utf-8")
     env = _build_env(src, pin.source_date_epoch)
     t0 = time.monotonic()
     log.info("configure (%s)", " ".join(configure_args(pin.version)))

@@ -24,7 +24,7 @@ from venvstacks_docker.runtimes import PLATFORM_TRIPLES
 log = logging.getLogger(__name__)
 
 #: Bump whenever the recipe changes in a way that changes the archive bytes.
-RECIPE_REVISION = 2
+RECIPE_REVISION = 4
 BUILD_TAG = f"vsd{RECIPE_REVISION}"
 
 #: Prefix the interpreter is configured with (it is relocatable, so this only shows up
@@ -85,6 +85,30 @@ BUILD_DEPENDENCIES: tuple[str, ...] = (
     "libcrypt-dev",
 )
 
+#: Recorded in the build inputs besides :data:`BUILD_DEPENDENCIES`: the C library the
+#: runtime is linked against decides its glibc floor.
+RECORDED_PACKAGES: tuple[str, ...] = (*BUILD_DEPENDENCIES, "libc6-dev")
+
+#: The glibc the recipe aims at (venvstacks' default ``linux_target``, manylinux_2_28).
+#: A build can only reach it on a userland whose glibc is not much newer (the carried
+#: libraries are the userland's): Debian 11 reaches it, Debian 12 does not.
+GLIBC_TARGET = "2.28"
+#: Functions newer than :data:`GLIBC_TARGET` that configure would otherwise pick up,
+#: turned off with configure cache variables: ``sem_clockwait`` (2.30) lets CPython use
+#: CLOCK_MONOTONIC for lock timeouts; without it, ``sem_timedwait`` (realtime clock) is
+#: used, as on older systems and in python-build-standalone.
+CONFIGURE_CAPS: tuple[str, ...] = ("ac_cv_func_sem_clockwait=no",)
+#: libm functions that glibc 2.29 re-versioned (new implementations, same behaviour):
+#: every object file is compiled with a forced include that binds them to their base
+#: version, so the interpreter does not need GLIBC_2.29 for ``pow`` and friends.
+COMPAT_SYMBOLS: tuple[str, ...] = ("exp", "exp2", "log", "log2", "pow")
+#: The base symbol version of glibc per target triple.
+BASE_SYMBOL_VERSION = {"x86_64-unknown-linux-gnu": "GLIBC_2.2.5", "aarch64-unknown-linux-gnu": "GLIBC_2.17"}
+#: Name of the forced-include header, written into the source folder (so sysconfig
+#: records it as ``/build/...`` in ``CONFIGURE_CFLAGS_NODIST``, which builds of third
+#: party extension modules do not use).
+COMPAT_HEADER = "vsd-glibc-compat.h"
+
 #: Shared libraries that are part of glibc itself: never carried, always taken from the target.
 GLIBC_SONAME = re.compile(
     r"^(libc|libm|libdl|libpthread|librt|libutil|libresolv|libanl|libmvec|ld-linux[-\w.]*"
@@ -129,9 +153,14 @@ def host_triple() -> str:
     return PLATFORM_TRIPLES[plat]
 
 
-def archive_filename(version: str, triple: str | None = None) -> str:
-    """The file name of the runtime archive for ``version`` (and a target triple)."""
-    return f"cpython-{version}+{BUILD_TAG}-{triple or host_triple()}-install_only.tar.gz"
+def archive_filename(version: str, triple: str | None = None, *, floor: str | None = None) -> str:
+    """The file name of the runtime archive for ``version`` (and a target triple).
+
+    With ``floor`` (the measured glibc floor) the build tag, python-build-standalone's
+    release date slot, becomes ``vsd<N>.glibc<floor>``: ``cpython-3.11.2+vsd3.glibc2.28-...``.
+    """
+    tag = f"{BUILD_TAG}.glibc{floor}" if floor else BUILD_TAG
+    return f"cpython-{version}+{tag}-{triple or host_triple()}-install_only.tar.gz"
 
 
 def build_root() -> Path:
@@ -225,8 +254,11 @@ def build_inputs(version: str) -> dict[str, object]:
         "configure_args": configure_args(version),
         "cflags": cflags(),
         "disabled_modules": list(DISABLED_MODULES),
+        "configure_caps": list(CONFIGURE_CAPS),
+        "compat_header": compat_header(),
         "compiler": _compiler_identity(),
-        "host_packages": _dpkg_versions(BUILD_DEPENDENCIES),
+        "userland": userland(),
+        "host_packages": _dpkg_versions(RECORDED_PACKAGES),
     }
 
 
@@ -245,9 +277,38 @@ def configure_args(version: str) -> list[str]:
         "--with-dbmliborder=gdbm:ndbm",
     ]
     args += [f"py_cv_module_{name}=n/a" for name in DISABLED_MODULES]
+    args += list(CONFIGURE_CAPS)
     return args
+
+
+def compat_header(triple: str | None = None) -> str:
+    """The forced-include header binding :data:`COMPAT_SYMBOLS` to glibc's base version."""
+    base = BASE_SYMBOL_VERSION[triple or host_triple()]
+    lines = ["/* venvstacks-docker: keep the runtime's glibc floor low (see recipe.py) */"]
+    lines += [f'__asm__(".symver {name},{name}@{base}");' for name in COMPAT_SYMBOLS]
+    return "\n".join(lines) + "\n"
+
+
+def userland() -> str:
+    """The distribution the build runs on (``/etc/os-release`` and ``/etc/debian_version``)."""
+    parts = []
+    for name, key in (("os-release", "PRETTY_NAME="), ("debian_version", "")):
+        try:
+            text = (Path("/etc") / name).read_text(encoding="utf-8")
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith(key):
+                parts.append(line[len(key):].strip().strip('"'))
+                break
+    return " ".join(parts) or "unknown"
 
 
 def cflags() -> str:
     """The prefix maps, with ``@SRC@`` standing for the source folder."""
     return f"-ffile-prefix-map=@SRC@={MAPPED_BUILD_DIR} -fdebug-prefix-map=@SRC@={MAPPED_BUILD_DIR}"
+
+
+def cflags_nodist() -> str:
+    """Flags for the interpreter's own objects only (``@SRC@`` as in :func:`cflags`)."""
+    return f"-include @SRC@/{COMPAT_HEADER}"

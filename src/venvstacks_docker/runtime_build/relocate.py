@@ -11,7 +11,9 @@ import logging
 import os
 import re
 import shutil
+import struct
 from pathlib import Path
+from typing import Any
 
 from packaging.version import Version
 
@@ -99,17 +101,140 @@ def carry_libraries(tree: Path) -> dict[str, str]:
     return dict(sorted(carried.items()))
 
 
-def glibc_floor(tree: Path) -> str:
-    """Highest GLIBC_x.y symbol version any ELF file under ``tree`` requires."""
-    best = Version("0")
+def glibc_needs(tree: Path) -> dict[str, str]:
+    """``{path relative to tree: the highest GLIBC_x.y version it needs}`` for every ELF file
+    that needs one, read from its ``.gnu.version_r`` section with pyelftools."""
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.gnuversions import GNUVerNeedSection
+
+    needs: dict[str, str] = {}
     for elf in _elf_files(tree):
-        out = run(["readelf", "-V", "-W", elf], capture=True, what=f"readelf -V {elf.name}")
-        needs = out.split("Version needs section", 1)
-        if len(needs) < 2:
+        best: Version | None = None
+        with elf.open("rb") as stream:
+            for section in ELFFile(stream).iter_sections():
+                if not isinstance(section, GNUVerNeedSection):
+                    continue
+                for _verneed, auxiliaries in section.iter_versions():
+                    for aux in auxiliaries:
+                        match = re.fullmatch(r"GLIBC_(\d+(?:\.\d+)+)", aux.name)
+                        if match and (best is None or Version(match.group(1)) > best):
+                            best = Version(match.group(1))
+        if best is not None:
+            needs[elf.relative_to(tree).as_posix()] = str(best)
+    return needs
+
+
+def _elf_hash(name: bytes) -> int:
+    """The System V ELF hash (``vna_hash`` of a version name)."""
+    value = 0
+    for byte in name:
+        value = (value << 4) + byte
+        high = value & 0xF0000000
+        if high:
+            value ^= high >> 24
+        value &= ~high & 0xFFFFFFFF
+    return value
+
+
+def _vernaux_entries(elf: Any) -> list[tuple[int, str, str, int]]:
+    """``(file offset, needed file, version name, version index)`` of every vernaux entry."""
+    from elftools.elf.gnuversions import GNUVerNeedSection
+
+    found = []
+    for section in elf.iter_sections():
+        if not isinstance(section, GNUVerNeedSection):
             continue
-        for match in re.finditer(r"Name: GLIBC_(\d+(?:\.\d+)+)\b", needs[1]):
-            best = max(best, Version(match.group(1)))
-    return str(best)
+        offset = section["sh_offset"]
+        for verneed, auxiliaries in section.iter_versions():
+            aux_offset = offset + verneed["vn_aux"]
+            for aux in auxiliaries:
+                found.append((int(aux_offset), str(verneed.name), str(aux.name), int(aux["vna_other"])))
+                aux_offset += aux["vna_next"]
+            offset += verneed["vn_next"]
+    return found
+
+
+def _users_of_version(elf: Any, index: int) -> set[str]:
+    """Names of the dynamic symbols whose version index is ``index``."""
+    from elftools.elf.gnuversions import GNUVerSymSection
+
+    versym = next((s for s in elf.iter_sections() if isinstance(s, GNUVerSymSection)), None)
+    dynsym = elf.get_section_by_name(".dynsym")
+    if versym is None or dynsym is None:
+        return set()
+    return {dynsym.get_symbol(i).name for i in range(dynsym.num_symbols())
+            if versym.get_symbol(i)["ndx"] == index}
+
+
+def lower_symbol_versions(tree: Path, symbols: tuple[str, ...], base: str, target: str) -> dict[str, list[str]]:
+    """Bind ``symbols`` of libm to their ``base`` version in ELF files linked elsewhere.
+
+    What :data:`~.recipe.COMPAT_SYMBOLS` and the compat header do for the interpreter's own
+    objects, done to the carried libraries (compiled by the distribution): a libm version
+    need above ``target`` (``GLIBC_2.29`` for ``log``) that *only* those symbols use is
+    renamed to ``base`` in place (name and hash of the vernaux entry; the string is
+    already in ``.dynstr``), so they bind to the old implementation, as they do when
+    compiled against an older glibc.  Anything else is left alone (and shows in the floor).
+    Returns ``{file: the symbols rebound}``.
+    """
+    from elftools.elf.elffile import ELFFile
+
+    changed: dict[str, list[str]] = {}
+    for path in _elf_files(tree):
+        with path.open("rb") as stream:
+            elf = ELFFile(stream)
+            name_field = _dynstr_offset(elf, base)
+            patches: list[tuple[int, list[str]]] = []
+            for offset, needed, name, index in _vernaux_entries(elf):
+                match = re.fullmatch(r"GLIBC_(\d+(?:\.\d+)+)", name)
+                if name_field is None or not needed.startswith("libm.so") or not match:
+                    continue
+                if Version(match.group(1)) <= Version(target):
+                    continue
+                users = _users_of_version(elf, index)
+                if users and users <= set(symbols):
+                    patches.append((offset, sorted(users)))
+            little = elf.little_endian
+        for offset, rebound in patches:
+            assert name_field is not None
+            _rewrite_vernaux(path, offset, _elf_hash(base.encode()), name_field, little)
+            changed[path.relative_to(tree).as_posix()] = rebound
+    return changed
+
+
+def _dynstr_offset(elf: Any, text: str) -> int | None:
+    """Where ``text`` starts as a whole string in ``.dynstr`` (``None``: it is not there)."""
+    dynstr = elf.get_section_by_name(".dynstr")
+    if dynstr is None:
+        return None
+    data = b"\0" + dynstr.data()
+    found = data.find(b"\0" + text.encode() + b"\0")
+    return None if found < 0 else found
+
+
+def _rewrite_vernaux(path: Path, offset: int, hash_value: int, name_field: int, little: bool) -> None:
+    """Set ``vna_hash`` and ``vna_name`` of the vernaux entry at ``offset`` (flags and index stay)."""
+    with path.open("r+b") as stream:
+        stream.seek(offset)
+        stream.write(struct.pack("<I" if little else ">I", hash_value))
+        stream.seek(offset + 8)
+        stream.write(struct.pack("<I" if little else ">I", name_field))
+
+
+def floor_of(needs: dict[str, str]) -> str:
+    """The highest version in :func:`glibc_needs`' result (``"0"`` when nothing needs glibc)."""
+    return str(max((Version(v) for v in needs.values()), default=Version("0")))
+
+
+def glibc_floor(tree: Path) -> str:
+    """Highest GLIBC_x.y symbol version any ELF file under ``tree`` requires (``"0"``: none)."""
+    return floor_of(glibc_needs(tree))
+
+
+def floor_setters(needs: dict[str, str]) -> list[str]:
+    """The files of :func:`glibc_needs` that need the floor itself."""
+    floor = Version(floor_of(needs))
+    return sorted(path for path, version in needs.items() if Version(version) == floor)
 
 
 def normalise_tree(tree: Path, pyver: str, build_dir: Path) -> None:
