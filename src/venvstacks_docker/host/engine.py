@@ -2,7 +2,8 @@
 
 Everything that talks to the engine gets its client from :func:`connect`, so there is one
 place that turns "no socket", "permission denied" and "engine too old" into messages a
-user can act on.
+user can act on.  Which engine is :mod:`venvstacks_docker.host.endpoints`' decision
+(``--engine``, ``DOCKER_HOST``, ``DOCKER_CONTEXT``, the current docker context).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from venvstacks_docker.errors import ContainerError
+from venvstacks_docker.host.endpoints import Endpoint, resolve
 
 if TYPE_CHECKING:
     import docker
@@ -41,7 +43,7 @@ class EngineInfo:
     os: str
     #: Engine architecture in Docker's spelling: ``"amd64"``, ``"arm64"``.
     arch: str
-    #: Where we connected (``DOCKER_HOST`` or the default socket).
+    #: Where we connected (``DOCKER_HOST``, a context's host or the default socket).
     base_url: str
 
 
@@ -59,14 +61,9 @@ def _version_tuple(text: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
-def _where() -> str:
-    return os.environ.get("DOCKER_HOST") or "the default socket (unix:///var/run/docker.sock)"
-
-
-def _explain_connect_failure(exc: BaseException) -> ContainerError:
+def _explain_connect_failure(exc: BaseException, where: str) -> ContainerError:
     text = str(exc)
     lowered = text.lower()
-    where = _where()
     if "permission denied" in lowered or isinstance(exc, PermissionError):
         return ContainerError(
             f"permission denied when connecting to the container engine at {where}",
@@ -108,44 +105,63 @@ def _import_docker() -> Any:
     return docker
 
 
-def connect(*, timeout: int = 120) -> docker.DockerClient:
-    """Return a client for the engine named by ``DOCKER_HOST`` (or the default socket).
+def _client_kwargs(sdk: Any, endpoint: Endpoint) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"base_url": endpoint.url}
+    if endpoint.tls_dir is not None:
+        folder = endpoint.tls_dir
+        cert = (str(folder / "cert.pem"), str(folder / "key.pem"))
+        has_cert = all((folder / name).is_file() for name in ("cert.pem", "key.pem"))
+        ca = folder / "ca.pem"
+        kwargs["tls"] = sdk.tls.TLSConfig(client_cert=cert if has_cert else None,
+                                          ca_cert=str(ca) if ca.is_file() else None, verify=endpoint.tls_verify)
+    if endpoint.ssh:
+        kwargs["use_ssh_client"] = True  # the ssh client, its config and agent, as the docker CLI does
+    return kwargs
+
+
+def connect(*, timeout: int = 120, engine: str | None = None, endpoint: Endpoint | None = None) -> docker.DockerClient:
+    """Return a client for the engine :func:`~venvstacks_docker.host.endpoints.resolve` picks.
 
     The engine is pinged and its version checked before the client is returned.
 
     :param timeout: seconds to wait for any single engine API call.
-    :raises ContainerError: when the SDK is missing, nothing answers, access is denied or
-        the engine is too old.
+    :param engine: ``--engine``: a docker context name or an engine URL.
+    :param endpoint: the engine, already resolved (wins over ``engine``).
+    :raises ContainerError: when the SDK is missing, the context does not exist, nothing
+        answers, access is denied or the engine is too old.
     """
     sdk = _import_docker()
-    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    endpoint = endpoint or resolve(engine)
+    host = endpoint.url
     # os.path.exists: False, not an exception, for a path it may not even stat
     if host.startswith("unix://") and not os.path.exists(host.removeprefix("unix://")):  # noqa: PTH110
         # say so at once (docker-py would also leave its half-open socket behind)
-        raise _explain_connect_failure(FileNotFoundError(f"no socket at {host}"))
+        raise _explain_connect_failure(FileNotFoundError(f"no socket at {host}"), endpoint.describe())
     try:
-        client: docker.DockerClient = sdk.from_env(timeout=timeout)
+        client: docker.DockerClient = sdk.DockerClient(timeout=timeout, version="auto",
+                                                       **_client_kwargs(sdk, endpoint))
     except sdk.errors.DockerException as exc:
-        # from_env negotiates the API version, so an unreachable engine fails here.
-        raise _explain_connect_failure(exc.__cause__ or exc.__context__ or exc) from None
+        # the client negotiates the API version, so an unreachable engine fails here.
+        raise _explain_connect_failure(exc.__cause__ or exc.__context__ or exc, endpoint.describe()) from None
     except OSError as exc:
-        raise _explain_connect_failure(exc) from None
+        raise _explain_connect_failure(exc, endpoint.describe()) from None
     try:
         client.ping()
     except (sdk.errors.DockerException, OSError) as exc:
         client.close()
-        raise _explain_connect_failure(exc) from None
+        raise _explain_connect_failure(exc, endpoint.describe()) from None
     check_engine(client)
     return client
 
 
 @contextlib.contextmanager
-def session(client: docker.DockerClient | None = None) -> Iterator[docker.DockerClient]:
+def session(client: docker.DockerClient | None = None, *,
+            endpoint: Endpoint | None = None) -> Iterator[docker.DockerClient]:
     """``client``, or a fresh one from :func:`connect` that is closed afterwards."""
     if client is not None:
         yield client
         return
-    own = connect()
+    own = connect(endpoint=endpoint)
     try:
         yield own
     finally:
@@ -158,7 +174,7 @@ def engine_info(client: docker.DockerClient) -> EngineInfo:
     try:
         version: dict[str, Any] = client.version()
     except (docker.errors.DockerException, OSError) as exc:
-        raise _explain_connect_failure(exc) from None
+        raise _explain_connect_failure(exc, str(client.api.base_url)) from None
     name = "docker"
     engine_version = str(version.get("Version", "unknown"))
     for component in version.get("Components") or []:
@@ -204,4 +220,4 @@ def check_engine(client: docker.DockerClient) -> EngineInfo:
     return info
 
 
-__all__ = ["MIN_API_VERSION", "EngineInfo", "check_engine", "connect", "engine_info", "session"]
+__all__ = ["MIN_API_VERSION", "Endpoint", "EngineInfo", "check_engine", "connect", "engine_info", "resolve", "session"]
