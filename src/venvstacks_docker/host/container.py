@@ -102,6 +102,16 @@ class Mount(NamedTuple):
     read_only: bool
 
 
+class VolumeMount(NamedTuple):
+    """A named volume of the engine, where it appears in the container, whether read-only
+    (what a remote engine's containers get instead of bind mounts, see
+    :mod:`venvstacks_docker.host.transfer`)."""
+
+    volume: str
+    container_path: str
+    read_only: bool
+
+
 def default_output(line: str, stream: StreamName) -> None:
     """Relay container output to our own stdout/stderr."""
     out = sys.stdout if stream == "stdout" else sys.stderr
@@ -160,6 +170,7 @@ class BuilderContainer:
     :param environment: extra variables on top of :func:`container_environment`.
     :param source_date_epoch: ``SOURCE_DATE_EPOCH`` for the container.
     :param mounts: bind mounts ``(host_path, container_path, read_only)``.
+    :param volumes: named volumes (:class:`VolumeMount`), mounted as they are.
     :param network: ``False`` (the default) runs with ``network_mode="none"``; ``True``
         uses the engine's default bridge network.
     :param working_dir: the command's working directory inside the container.
@@ -189,12 +200,14 @@ class BuilderContainer:
         on_output: OutputCallback | None = None,
         labels: Mapping[str, str] | None = None,
         name: str | None = None,
+        volumes: Sequence[VolumeMount] = (),
     ) -> None:
         self.client = client
         self.image = image
         self.command = [str(arg) for arg in command]
         self.environment = container_environment(environment, source_date_epoch=source_date_epoch)
         self.mounts = [Mount(Path(m[0]), str(m[1]), bool(m[2])) for m in mounts]
+        self.volumes = list(volumes)
         self.network = network
         self.working_dir = working_dir
         self.user, self.sandboxed = container_user(user)
@@ -281,8 +294,10 @@ class BuilderContainer:
         api = self.client.api
         host_config = api.create_host_config(
             mounts=[
-                docker.types.Mount(target=m.container_path, source=str(src), type="bind", read_only=m.read_only)
-                for m, src in mounts
+                *(docker.types.Mount(target=m.container_path, source=str(src), type="bind", read_only=m.read_only)
+                  for m, src in mounts),
+                *(docker.types.Mount(target=v.container_path, source=v.volume, type="volume", read_only=v.read_only,
+                                     no_copy=True) for v in self.volumes),
             ],
             network_mode=None if self.network else "none",
             init=True,
@@ -444,6 +459,7 @@ __all__ = [
     "BuilderContainer",
     "Mount",
     "OutputCallback",
+    "VolumeMount",
     "container_environment",
     "default_output",
     "remove_orphans",

@@ -13,6 +13,12 @@ before anything starts) and hands it here.  The split of the work:
   the error, which the host renders as if it had run natively;
 - on the host again: settle the output folder once the container is gone, however it
   ended (:func:`venvstacks_docker.txn.recover`).
+
+Where the engine sees this machine's files (a local socket), the container bind-mounts
+them at their host paths (*mount* mode).  Where it does not (``ssh://``, ``tcp://``,
+another docker context), or with ``--transfer copy``, they travel through the Engine API
+instead (*copy* mode, :mod:`venvstacks_docker.host.transfer`); the plan, the events and
+the outcome are the same.
 """
 
 from __future__ import annotations
@@ -32,9 +38,13 @@ from venvstacks_docker import credentials as _credentials
 from venvstacks_docker.errors import BundleError, Interrupted, VenvstacksDockerError
 from venvstacks_docker.execute import Outcome
 from venvstacks_docker.host.container import Mount, StreamName
+from venvstacks_docker.host.endpoints import Endpoint, resolve
 from venvstacks_docker.host.engine import session
 from venvstacks_docker.host.images import BuilderImage, ensure_builder_image, host_target
 from venvstacks_docker.host.orchestrator import ContainerStepFailed, run_in_builder, same_path_mounts
+from venvstacks_docker.host.transfer import PLAN_PATH, CacheFile, CopySession
+from venvstacks_docker.host.transfer_output import PublicationInterrupted
+from venvstacks_docker.host.volumes import engine_errors
 from venvstacks_docker.locking import RUN_ID, STATE_DIR, FolderLock, held_env, hold, work_locks
 from venvstacks_docker.metadata import dumps
 from venvstacks_docker.plan import Plan
@@ -48,6 +58,8 @@ CONTAINER_NETRC: Final = "/run/venvstacks-docker/netrc"
 #: Where a networked container finds the host's CA bundle.
 CONTAINER_CA_FILE: Final = "/run/venvstacks-docker/ca-certificates.crt"
 _PROXY_VARIABLES: Final = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY")
+#: ``--transfer``: how files reach the builder container.
+TRANSFER_MODES: Final = ("auto", "mount", "copy")
 
 
 class RemoteError(VenvstacksDockerError):
@@ -70,11 +82,12 @@ def _local_sources(spec: StackSpec, plan: Plan) -> list[Path]:
     return found
 
 
-def prefetch_for_offline_build(spec: StackSpec, plan: Plan) -> None:
+def prefetch_for_offline_build(spec: StackSpec, plan: Plan) -> list[CacheFile]:
     """Fetch, on the host, the runtime archives and wheels the plan's builds need.
 
     Layers that are not (validly) locked are skipped: the in-container run reports them
-    itself.  Everything lands in the shared cache the container mounts read-only.
+    itself.  Everything lands in the shared cache the container mounts read-only (or,
+    in copy mode, that is copied to the engine's store: hence the list returned).
     """
     from venvstacks_docker import build as _build
     from venvstacks_docker import lock as _lock
@@ -84,18 +97,45 @@ def prefetch_for_offline_build(spec: StackSpec, plan: Plan) -> None:
     ctx = context(plan, spec)
     names = plan.layers_with("build", "build-if-needed")
     wanted = {low.env_name for name in names for low in (spec.layer(name), *spec.lower_layers(spec.layer(name)))}
+    found: list[CacheFile] = []
     for layer in spec.all_layers():
         if layer.env_name not in wanted or plan.platform not in layer.platforms:
             continue
         if layer.kind == "runtime":
             archive = _build.acquire_runtime_archive(ctx, layer)
             ui.current().detail(f"runtime for {layer.env_name}: {archive.filename}")
+            found.append(CacheFile(filename=archive.filename, sha256=archive.sha256, path=archive.path,
+                                   kind="runtime"))
         if _lock.lock_problems(spec, layer):
             continue
         chosen = _lock.install_requirements(spec, layer, plan.platform)
         lock_dir = _lock.lock_paths(spec, layer).folder
         refs = [_wheels.wheel_ref(wheel, lock_dir) for _pkg, wheel in chosen]
         _wheels.ensure_wheels(refs, ctx.wheel_dir, on_fetch=lambda name: ui.current().step(f"fetching {name}"))
+        found += [CacheFile(filename=ref.filename, sha256=ref.sha256, path=ctx.wheel_dir / ref.filename, kind="wheel")
+                  for ref in refs]
+    return found
+
+
+def _runtimes_to_lock(spec: StackSpec, plan: Plan) -> list[CacheFile]:
+    """Copy mode: the runtime archives a lock will want, found here (best effort: the
+    run in the container reports what is missing, and may fetch it itself)."""
+    from venvstacks_docker import build as _build
+    from venvstacks_docker.errors import RuntimeArchiveError
+    from venvstacks_docker.execute import context
+
+    ctx = context(plan, spec)
+    found = []
+    runtimes = {spec.runtime_of(spec.layer(name)).env_name for name in plan.layers_with("lock", "lock-if-needed")}
+    for layer in spec.runtimes:
+        if layer.env_name in runtimes and plan.platform in layer.platforms:
+            try:
+                archive = _build.acquire_runtime_archive(ctx, layer, pinned=False)
+            except RuntimeArchiveError:
+                continue
+            found.append(CacheFile(filename=archive.filename, sha256=archive.sha256, path=archive.path,
+                                   kind="runtime"))
+    return found
 
 
 def network_passthrough(environ: Mapping[str, str] | None = None) -> tuple[dict[str, str], list[Mount]]:
@@ -143,14 +183,12 @@ def _credentials_mount(spec: StackSpec) -> Iterator[tuple[dict[str, str], list[M
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _mounts(spec: StackSpec, plan: Plan, cache: Path) -> dict[Path, bool]:
-    """Host path -> read-only, for exactly what the plan reads and writes.
+def _input_paths(spec: StackSpec, plan: Plan) -> dict[Path, bool]:
+    """Host path -> read-only, for what the plan reads (and ``requirements/``).
 
     The stack file, ``venvstacks.uv.toml``, ``requirements/`` (writable only when
-    locking), the launch and support modules, local wheel folders and runtime sources;
-    the build and output folders; the cache's wheels and runtimes (read-only) and uv
-    cache.  The spec folder itself, the current folder and the caller's home are never
-    mounted as such, so a networked lock container sees none of the caller's other files.
+    locking), the launch and support modules, local wheel folders and runtime sources,
+    an unpacked bundle.
     """
     paths: dict[Path, bool] = {spec.path: True}
     uv_file = spec.spec_dir / "venvstacks.uv.toml"
@@ -167,6 +205,18 @@ def _mounts(spec: StackSpec, plan: Plan, cache: Path) -> dict[Path, bool]:
         extras.append(plan.bundle_dir)
     for extra in extras:
         paths.setdefault(Path(extra), True)
+    return paths
+
+
+def _mounts(spec: StackSpec, plan: Plan, cache: Path) -> dict[Path, bool]:
+    """Host path -> read-only, for exactly what the plan reads and writes.
+
+    The inputs (:func:`_input_paths`); the build and output folders; the cache's wheels
+    and runtimes (read-only) and uv cache.  The spec folder itself, the current folder
+    and the caller's home are never mounted as such, so a networked lock container sees
+    none of the caller's other files.
+    """
+    paths = _input_paths(spec, plan)
     for folder in (plan.build_dir, plan.output_dir):
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
@@ -177,9 +227,10 @@ def _mounts(spec: StackSpec, plan: Plan, cache: Path) -> dict[Path, bool]:
     return paths
 
 
-def _container_env(cache: Path, locks: list[FolderLock]) -> dict[str, str]:
+def _container_env(cache: Path, locks: list[FolderLock], *, copy: bool = False) -> dict[str, str]:
     env = {"VENVSTACKS_DOCKER_CACHE": str(cache), "UV_CACHE_DIR": str(cache / "uv"), **held_env(locks)}
-    for name in ("NO_COLOR", "FORCE_COLOR", _testhooks.PAUSE_ENV):
+    # a pause point's flag file is on the host: a copy-mode container could not reach it
+    for name in ("NO_COLOR", "FORCE_COLOR", *(() if copy else (_testhooks.PAUSE_ENV,))):
         if name in os.environ:
             env[name] = os.environ[name]
     # index settings, with any user:password@ stripped and no _USERNAME/_PASSWORD
@@ -212,13 +263,23 @@ def _interrupted(plan: Plan, finished: bool) -> Interrupted:
                        "(nothing of this run was kept)")
 
 
-def run_plan_in_container(plan: Plan, spec: StackSpec, *, base_image: str | None) -> Outcome:
+def run_plan_in_container(plan: Plan, spec: StackSpec, *, base_image: str | None, transfer: str = "auto",
+                          engine: str | None = None) -> Outcome:
     """Run ``plan`` in the builder container for this host; the outcome as if native.
 
+    :param transfer: ``auto`` (mount where the engine is local, else copy), ``mount``
+        or ``copy`` (``--transfer``).
+    :param engine: ``--engine``: a docker context name or engine URL (default: as the
+        docker CLI chooses, :func:`~venvstacks_docker.host.endpoints.resolve`).
     :raises ContainerError: for engine and image problems, or a container that died.
     :raises RemoteError: for an error of the run inside (same message and exit code).
     :raises Interrupted: on Ctrl-C or SIGTERM, saying what the output folder kept.
     """
+    endpoint = resolve(engine)
+    copy = transfer == "copy" or (transfer == "auto" and not endpoint.local)
+    ui.current().detail(f"engine {endpoint.describe()}: {'local' if endpoint.local else 'remote'}, "
+                        + ("inputs and outputs copied through the Engine API" if copy
+                           else "host folders mounted at their paths"))
     locks = work_locks(requirements_dir=spec.requirements_dir if plan.lock else None,
                        build_dir=plan.build_dir if plan.writes_build else None,
                        output_dir=plan.output_dir if plan.writes_output else None,
@@ -226,7 +287,15 @@ def run_plan_in_container(plan: Plan, spec: StackSpec, *, base_image: str | None
     with hold(locks, command=plan.command, say=ui.current().note):
         _settle(plan)
         try:
-            return _run_locked(plan, spec, base_image=base_image, locks=locks)
+            with session(endpoint=endpoint) as client, engine_errors(endpoint.describe(), f"running `{plan.command}`"):
+                image = _builder_image(plan, spec, base_image=base_image, client=client)
+                ui.current().detail(f"builder image {image.tag}")
+                if copy:
+                    return _run_copied(plan, spec, image=image, locks=locks, client=client, endpoint=endpoint)
+                return _run_with_client(plan, spec, image=image, locks=locks, client=client)
+        except PublicationInterrupted:
+            _settle(plan)
+            raise
         except (KeyboardInterrupt, Interrupted):
             raise _interrupted(plan, _settle(plan)) from None
         except BaseException:
@@ -234,18 +303,16 @@ def run_plan_in_container(plan: Plan, spec: StackSpec, *, base_image: str | None
             raise
 
 
-def _run_locked(plan: Plan, spec: StackSpec, *, base_image: str | None, locks: list[FolderLock]) -> Outcome:
-    with session() as client:
-        return _run_with_client(plan, spec, base_image=base_image, locks=locks, client=client)
+def _argv() -> list[str]:
+    reporter = ui.current()
+    return ["-v"] * max(reporter.verbosity, 0) + (["-q"] if reporter.verbosity < 0 else [])
 
 
-def _run_with_client(plan: Plan, spec: StackSpec, *, base_image: str | None, locks: list[FolderLock],
+def _run_with_client(plan: Plan, spec: StackSpec, *, image: BuilderImage, locks: list[FolderLock],
                      client: Any) -> Outcome:
     from venvstacks_docker.runtimes import cache_root
 
     reporter = ui.current()
-    image = _builder_image(plan, spec, base_image=base_image, client=client)
-    reporter.detail(f"builder image {image.tag}")
     if not plan.needs_network and plan.build and plan.bundle_dir is None:
         prefetch_for_offline_build(spec, plan)
     cache = cache_root().absolute()
@@ -254,7 +321,6 @@ def _run_with_client(plan: Plan, spec: StackSpec, *, base_image: str | None, loc
     plan_file = plan.build_dir / STATE_DIR / f"plan-{RUN_ID}.json"
     plan_file.parent.mkdir(parents=True, exist_ok=True)
     plan_file.write_text(dumps(plan.to_dict()), encoding="utf-8")
-    argv = ["-v"] * max(reporter.verbosity, 0) + (["-q"] if reporter.verbosity < 0 else [])
     replayer = ui.Replayer(reporter)
     try:
         auth: contextlib.AbstractContextManager[tuple[dict[str, str], list[Mount]]] = (
@@ -266,7 +332,7 @@ def _run_with_client(plan: Plan, spec: StackSpec, *, base_image: str | None, loc
                 mounts = [*mounts, *net_mounts, *auth_mounts]
             reporter.detail(f"running `{plan.command}` in the container (network "
                             f"{'on' if plan.needs_network else 'off'})")
-            run_in_builder([*argv, "_run-plan", str(plan_file)], image=image, mounts=mounts,
+            run_in_builder([*_argv(), "_run-plan", str(plan_file)], image=image, mounts=mounts,
                            network=plan.needs_network, env=env, on_output=_relay(replayer),
                            working_dir=str(spec.spec_dir), client=client)
     except ContainerStepFailed:
@@ -276,9 +342,63 @@ def _run_with_client(plan: Plan, spec: StackSpec, *, base_image: str | None, loc
     finally:
         replayer.close()
         plan_file.unlink(missing_ok=True)
+    return _outcome(replayer)
+
+
+def _outcome(replayer: ui.Replayer) -> Outcome:
     if replayer.outcome is None:
         raise RemoteError("the builder container ended without reporting an outcome", hint=None, return_code=6)
     return Outcome.from_dict(replayer.outcome)
+
+
+def _copy_secrets(spec: StackSpec, plan: Plan) -> tuple[dict[str, str], dict[str, bytes]]:
+    """Copy mode, networked: proxy variables, and the netrc and CA bundle as files."""
+    if not plan.needs_network:
+        return {}, {}
+    env, mounts = network_passthrough()
+    env.pop("SSL_CERT_FILE", None)
+    secrets = {"ca-certificates.crt": mounts[0].host_path.read_bytes()} if mounts else {}
+    netrc = _credentials.container_netrc(spec.uv_config)
+    if netrc:
+        secrets["netrc"] = netrc.encode("utf-8")
+    return env, secrets
+
+
+def _run_copied(plan: Plan, spec: StackSpec, *, image: BuilderImage, locks: list[FolderLock], client: Any,
+                endpoint: Endpoint) -> Outcome:
+    """Copy mode: the same run, its files carried by the Engine API (:mod:`~venvstacks_docker.host.transfer`)."""
+    from venvstacks_docker.host.transfer import CACHE_ROOT
+
+    reporter = ui.current()
+    cache_files = prefetch_for_offline_build(spec, plan) if (not plan.needs_network and plan.build
+                                                             and plan.bundle_dir is None) else []
+    if plan.lock:
+        cache_files += _runtimes_to_lock(spec, plan)
+    spec.requirements_dir.mkdir(parents=True, exist_ok=True)
+    net_env, secrets = _copy_secrets(spec, plan)
+    env = {**_container_env(Path(CACHE_ROOT), locks, copy=True), **net_env}
+    copied = CopySession(client, where=endpoint.describe(), image_id=image.image_id, spec=spec, plan=plan,
+                         inputs=list(_input_paths(spec, plan)), cache_files=cache_files, secrets=secrets)
+    with copied:
+        env.update(copied.environment())
+        replayer = ui.Replayer(reporter)
+        reporter.detail(f"running `{plan.command}` in the container (network "
+                        f"{'on' if plan.needs_network else 'off'}, files copied)")
+        try:
+            run_in_builder([*_argv(), "_run-plan", PLAN_PATH], image=image, volumes=copied.mounts,
+                           network=plan.needs_network, env=env, on_output=_relay(replayer),
+                           working_dir=str(spec.spec_dir), client=client)
+        except ContainerStepFailed:
+            if replayer.error is not None:
+                with contextlib.suppress(VenvstacksDockerError):
+                    copied.bring_back(None, failed=True)  # the lock files written before the failure
+                raise _remote_error(replayer.error) from None
+            raise
+        finally:
+            replayer.close()
+        outcome = _outcome(replayer)
+        copied.bring_back(outcome)
+    return outcome
 
 
 def _builder_image(plan: Plan, spec: StackSpec, *, base_image: str | None, client: Any) -> BuilderImage:
@@ -316,4 +436,5 @@ def _relay(replayer: ui.Replayer):  # type: ignore[no-untyped-def]
     return relay
 
 
-__all__ = ["RemoteError", "network_passthrough", "prefetch_for_offline_build", "run_plan_in_container"]
+__all__ = ["TRANSFER_MODES", "RemoteError", "network_passthrough", "prefetch_for_offline_build",
+           "run_plan_in_container"]

@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Final
 
 from venvstacks_docker.errors import ContainerError
-from venvstacks_docker.host.container import BuilderContainer, Mount, OutputCallback
+from venvstacks_docker.host.container import BuilderContainer, Mount, OutputCallback, VolumeMount
 from venvstacks_docker.host.images import CONTAINER_HOME, TOOL_PYTHON, TOOL_ROOT, BuilderImage
 
 if TYPE_CHECKING:
@@ -105,6 +105,7 @@ def run_in_builder(
     source_date_epoch: int | str | None = None,
     user: str | None = None,
     client: docker.DockerClient | None = None,
+    volumes: Sequence[VolumeMount] = (),
 ) -> None:
     """Run ``python3 -m venvstacks_docker <argv...>`` in a fresh builder container.
 
@@ -127,6 +128,7 @@ def run_in_builder(
     :param source_date_epoch: passed on as ``SOURCE_DATE_EPOCH`` (default: the host's).
     :param user: ``"uid:gid"`` (default: ours).
     :param client: engine client (default: :func:`~venvstacks_docker.host.engine.connect`).
+    :param volumes: named volumes of the engine (copy mode: :mod:`~venvstacks_docker.host.transfer`).
     :raises ContainerStepFailed: when the tool exits non-zero (same exit status).
     :raises ContainerError: when the container cannot run or is killed.
     """
@@ -136,7 +138,8 @@ def run_in_builder(
     mount_list = [Mount(Path(m[0]), str(m[1]), bool(m[2])) for m in mounts]
     if working_dir is None:
         cwd = str(Path.cwd())
-        working_dir = cwd if any(_is_within(cwd, m.container_path) for m in mount_list) else "/tmp"
+        inside = [m.container_path for m in mount_list] + [v.container_path for v in volumes]
+        working_dir = cwd if any(_is_within(cwd, path) for path in inside) else "/tmp"
     environment = {
         "VENVSTACKS_DOCKER_IN_CONTAINER": "1",
         # So publish can record which builder made the archives.
@@ -158,6 +161,7 @@ def run_in_builder(
         user=user,
         on_output=on_output,
         labels={"venvstacks-docker.image-tag": image.tag},
+        volumes=volumes,
     ) as box:
         code = box.run()
     if code != 0:
