@@ -6,7 +6,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console, ConsoleDimensions
@@ -88,6 +88,50 @@ BaseImageOpt = Annotated[str | None, typer.Option(
     "--base-image", metavar="IMAGE", rich_help_panel=WHERE,
     help="Base image of the builder container (default: the stack file's base_image, "
     "VENVSTACKS_DOCKER_BASE_IMAGE, then the bootstrapped Debian base).")]
+TransferOpt = Annotated[Literal["auto", "mount", "copy"], typer.Option(
+    "--transfer", metavar="MODE", rich_help_panel=WHERE,
+    help="How files reach the builder container: mount (the host's folders), copy (through the Engine API), "
+    "or auto: mount when the engine's socket is on this machine, else copy.")]
+EngineOpt = Annotated[list[str] | None, typer.Option(
+    "--engine", metavar="ENGINE", rich_help_panel=WHERE,
+    help="The container engine: a docker context name or a URL (unix://, tcp://, ssh://); PLATFORM=ENGINE "
+    "for one target platform only; repeatable (default: DOCKER_HOST, DOCKER_CONTEXT, the current context).")]
+
+
+#: The target platforms of builder containers (``--engine PLATFORM=ENGINE``).
+CONTAINER_PLATFORMS = ("linux_x86_64", "linux_aarch64")
+
+
+@dataclass(frozen=True)
+class Engines:
+    """``--transfer`` and ``--engine`` of a stage command."""
+
+    transfer: str = "auto"
+    engines: tuple[str, ...] = ()
+
+    def for_platform(self, platform: str) -> str | None:
+        """The engine given for ``platform`` (``PLATFORM=ENGINE``, else a bare ``ENGINE``).
+
+        :raises SpecError: for an unknown platform, or one given twice.
+        """
+        from venvstacks_docker.errors import SpecError
+
+        chosen: dict[str, str] = {}
+        for value in self.engines:
+            name, sep, engine = value.partition("=")
+            key = name if sep and "://" not in name else ""
+            engine = engine if key else value
+            if key and key not in CONTAINER_PLATFORMS:
+                raise SpecError(f"--engine {value!r}: {key!r} is not a platform builder containers build for",
+                                hint=f"use {' or '.join(CONTAINER_PLATFORMS)}")
+            if key in chosen or not engine:
+                raise SpecError(f"--engine {value!r}: " + ("no engine named" if not engine else
+                                f"{key or 'the engine'} is given twice"))
+            chosen[key] = engine
+        return chosen.get(platform, chosen.get(""))
+
+
+DEFAULT_ENGINES = Engines()
 
 
 class StageCommand(TyperCommand):

@@ -19,12 +19,15 @@ from venvstacks_docker.bundle_use import Checked, check_fits, open_bundle
 from venvstacks_docker.cli import render
 from venvstacks_docker.cli._common import (
     BUILDING,
+    DEFAULT_ENGINES,
     LOCKING,
     OUTPUT,
     SELECT,
     AllowMissingOpt,
     BaseImageOpt,
     BuildDirOpt,
+    EngineOpt,
+    Engines,
     IncludeOpt,
     IndexOpt,
     JsonOpt,
@@ -36,6 +39,7 @@ from venvstacks_docker.cli._common import (
     ShowOpt,
     SpecArg,
     StageCommand,
+    TransferOpt,
     absolute_source,
     emit_json,
     in_container,
@@ -85,7 +89,8 @@ def _where(spec: StackSpec, build_dir: str, output_dir: str | None = None, *, lo
                        offline=offline, local_wheel_dirs=dirs, query_default_index=index, bundle_dir=bundle_dir)
 
 
-def _execute(spec: StackSpec, plan: _plan.Plan, *, native: bool, base_image: str | None) -> Outcome:
+def _execute(spec: StackSpec, plan: _plan.Plan, *, native: bool, base_image: str | None,
+             engines: Engines = DEFAULT_ENGINES) -> Outcome:
     """Check the folders, then run the plan here or in a builder container."""
     preflight.source_date_epoch_value()
     preflight.check_work_folders(spec, plan.build_dir, plan.output_dir if plan.command != "build" or plan.publish
@@ -94,15 +99,17 @@ def _execute(spec: StackSpec, plan: _plan.Plan, *, native: bool, base_image: str
     if in_container(native) and not read_only:
         from venvstacks_docker.host.dispatch import run_plan_in_container
 
-        return run_plan_in_container(plan, spec, base_image=base_image)
+        return run_plan_in_container(plan, spec, base_image=base_image, transfer=engines.transfer,
+                                     engine=engines.for_platform(plan.platform))
     return run_plan(plan, spec)
 
 
 def _finish(spec: StackSpec, plan: _plan.Plan, *, show: bool, show_only: bool, json_output: bool,
-            native: bool, base_image: str | None) -> None:
+            native: bool, base_image: str | None, engines: Engines = DEFAULT_ENGINES) -> None:
+    engines.for_platform(plan.platform)  # a bad --engine is refused before anything runs
     if render.show_plan(spec, plan, show=show, show_only=show_only, json_output=json_output):
         return
-    outcome = _execute(spec, plan, native=native, base_image=base_image)
+    outcome = _execute(spec, plan, native=native, base_image=base_image, engines=engines)
     render.print_outcome(spec, plan, outcome, json_output=json_output)
 
 
@@ -136,7 +143,7 @@ def _check_bundle_fits(spec: StackSpec, plan: _plan.Plan, checked: Checked) -> N
 
 def _build_from_bundle(spec_path: Path | None, bundle: Path, *, build_dir: str, output_dir: str,
                        selection: _plan.Selection, publish: bool, tag_outputs: bool, clean: bool,
-                       show: tuple[bool, bool, bool], native: bool) -> None:
+                       show: tuple[bool, bool, bool], native: bool, engines: Engines = DEFAULT_ENGINES) -> None:
     """Build (and publish) from a bundle, offline: the plan is an ordinary build plan
     whose wheels and runtimes come from the bundle, and whose builder image is the bundle's."""
     spec, checked = _bundle_source(spec_path, bundle)
@@ -144,7 +151,8 @@ def _build_from_bundle(spec_path: Path | None, bundle: Path, *, build_dir: str, 
     where = _where(spec, build_dir, output_dir, bundle_dir=checked.path)
     plan = _plan.plan_build(spec, selection, where, build=True, publish=publish, clean=clean, tag_outputs=tag_outputs)
     _check_bundle_fits(spec, plan, checked)
-    _finish(spec, plan, show=show[0], show_only=show[1], json_output=show[2], native=native, base_image=None)
+    _finish(spec, plan, show=show[0], show_only=show[1], json_output=show[2], native=native, base_image=None,
+            engines=engines)
 
 
 def show(
@@ -182,6 +190,8 @@ def lock(
     runtime_source: RuntimeSourceOpt = None,
     native: NativeOpt = False,
     base_image: BaseImageOpt = None,
+    transfer: TransferOpt = "auto",
+    engine: EngineOpt = None,
 ) -> None:
     """Lock layer requirements (pylock.toml files in requirements/, next to the stack file)."""
     spec = load(spec_path)
@@ -191,7 +201,7 @@ def lock(
     plan = _plan.plan_lock(spec, selection, where, if_needed=if_needed, clean=clean,
                            reset_lock=tuple(reset_lock or ()))
     _finish(spec, plan, show=show, show_only=show_only, json_output=json_output, native=native,
-            base_image=base_image)
+            base_image=base_image, engines=Engines(transfer, tuple(engine or ())))
 
 
 def build(
@@ -231,6 +241,8 @@ def build(
     runtime_source: RuntimeSourceOpt = None,
     native: NativeOpt = False,
     base_image: BaseImageOpt = None,
+    transfer: TransferOpt = "auto",
+    engine: EngineOpt = None,
     offline: Annotated[bool, typer.Option("--offline/--no-offline", rich_help_panel=BUILDING,
                                           help="No network: runtimes and wheels must already be cached.")] = False,
     from_bundle: FromBundleOpt = None,
@@ -248,7 +260,8 @@ def build(
                             hint="lock on the connected host and bundle again")
         _build_from_bundle(spec_path, from_bundle, build_dir=build_dir, output_dir=output_dir, selection=selection,
                            publish=publish_, tag_outputs=tag_outputs, clean=clean,
-                           show=(show, show_only, json_output), native=native)
+                           show=(show, show_only, json_output), native=native,
+                           engines=Engines(transfer, tuple(engine or ())))
         return
     spec = load(spec_path)
     where = _where(spec, build_dir, output_dir, local_wheels=local_wheels, runtime_source=runtime_source,
@@ -257,7 +270,7 @@ def build(
                             publish=publish_, clean=clean, tag_outputs=tag_outputs,
                             reset_lock=tuple(reset_lock or ()))
     _finish(spec, plan, show=show, show_only=show_only, json_output=json_output, native=native,
-            base_image=base_image)
+            base_image=base_image, engines=Engines(transfer, tuple(engine or ())))
 
 
 def publish(
@@ -280,6 +293,8 @@ def publish(
     json_output: JsonOpt = False,
     native: NativeOpt = False,
     base_image: BaseImageOpt = None,
+    transfer: TransferOpt = "auto",
+    engine: EngineOpt = None,
     from_bundle: Annotated[Path | None, typer.Option(
         "--from-bundle", metavar="BUNDLE", rich_help_panel=BUILDING,
         help="Build and publish offline from a bundle (file or unpacked folder): its stack (unless one is "
@@ -294,7 +309,8 @@ def publish(
     if from_bundle is not None:
         _build_from_bundle(spec_path, from_bundle, build_dir=build_dir, output_dir=output_dir, selection=selection,
                            publish=not dry_run, tag_outputs=tag_outputs, clean=force,
-                           show=(show, show_only, json_output), native=native)
+                           show=(show, show_only, json_output), native=native,
+                           engines=Engines(transfer, tuple(engine or ())))
         return
     if spec_path is None:
         raise SpecError("publish needs the stack file", hint="venvstacks-docker publish path/to/venvstacks.toml "
@@ -303,7 +319,7 @@ def publish(
     plan = _plan.plan_publish(spec, selection, _where(spec, build_dir, output_dir), force=force,
                               dry_run=dry_run, tag_outputs=tag_outputs)
     _finish(spec, plan, show=show, show_only=show_only, json_output=json_output, native=native,
-            base_image=base_image)
+            base_image=base_image, engines=Engines(transfer, tuple(engine or ())))
 
 
 def local_export(
@@ -325,6 +341,8 @@ def local_export(
     json_output: JsonOpt = False,
     native: NativeOpt = False,
     base_image: BaseImageOpt = None,
+    transfer: TransferOpt = "auto",
+    engine: EngineOpt = None,
 ) -> None:
     """Export built environments to a folder on this machine and run their post-install step."""
     spec = load(spec_path)
@@ -332,4 +350,4 @@ def local_export(
                                 publish_dependencies=publish_dependencies, publish_derived=publish_derived)
     plan = _plan.plan_export(spec, selection, _where(spec, build_dir, output_dir), force=force)
     _finish(spec, plan, show=show, show_only=show_only or dry_run, json_output=json_output, native=native,
-            base_image=base_image)
+            base_image=base_image, engines=Engines(transfer, tuple(engine or ())))
