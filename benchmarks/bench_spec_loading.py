@@ -36,6 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _docblock import update_block  # the script's own folder is on sys.path
+
 ROOT = Path(__file__).resolve().parent.parent
 RUNTIME = """\
 [[runtimes]]
@@ -162,7 +164,6 @@ def measure(args: argparse.Namespace, root: Path) -> list[str]:
     return lines
 
 
-START, END = "<!-- bench_spec_loading: start -->", "<!-- bench_spec_loading: end -->"
 
 
 INTRO = """\
@@ -190,14 +191,7 @@ more than the best times, so compare the best ones. This section is written by t
 def update_doc(doc: Path, lines: list[str], argv: list[str]) -> None:
     """Replace (or append) this benchmark's section, between its markers, in ``doc``."""
     command = " ".join([".venv/bin/python benchmarks/bench_spec_loading.py", *argv, "--update-doc", str(doc)])
-    block = "\n".join([START, INTRO, f"Results of `{command}`:", "", *lines, END])
-    text = doc.read_text(encoding="utf-8")
-    if START in text and END in text:
-        text = text[:text.index(START)] + block + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    doc.write_text(text, encoding="utf-8")
-    print(f"results written to {doc}")
+    update_block(doc, "bench_spec_loading", [INTRO, f"Results of `{command}`:", "", *lines])
 
 
 def main() -> None:
