@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -10,6 +11,7 @@ import typer
 
 from venvstacks_docker import ui
 from venvstacks_docker.cli._common import emit_json, out
+from venvstacks_docker.errors import SpecError
 
 runtime_app = typer.Typer(help="Python runtime archives in python-build-standalone's install_only layout.",
                           no_args_is_help=True)
@@ -30,18 +32,37 @@ def build(
     jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, help="Parallel make jobs (default: every CPU).")
                     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even if the cache has this runtime.")] = False,
+    in_container: Annotated[bool, typer.Option(
+        "--in-container/--native",
+        help="Build in a container of an old Debian userland (--suite), so the archive needs an old glibc "
+        "and does not depend on this machine's packages; --native builds on this machine.")] = False,
+    suite: Annotated[str, typer.Option(
+        "--suite", metavar="SUITE",
+        help="Debian suite of the build container (with --in-container); bullseye is the oldest one "
+        "deb.debian.org still serves.")] = "bullseye",
     json_output: Annotated[bool, typer.Option("--json", help="Print the archive's metadata as JSON.")] = False,
 ) -> None:
     """Build a relocatable CPython runtime archive from a pinned, hash-checked Debian source tarball.
 
     The archive lands in the runtime cache, keyed by its sha256, where lock and build find it.
-    Building the same version again gives the same bytes. Linux only.
+    Building the same version again gives the same bytes. Linux only. With --in-container the
+    build runs in a container of Debian 11 and aims at glibc 2.28 (venvstacks' default target);
+    the archive name carries the measured floor (cpython-3.11.2+vsd4.glibc2.28-...).
     """
     from venvstacks_docker.runtime_build import build_runtime, read_sidecar
 
     version = legacy_version or python_version
-    with ui.current().phase(f"building CPython {version}"):
-        archive = build_runtime(version, cache=cache_dir, jobs=jobs, force=force, output_dir=output_dir)
+    if not re.fullmatch(r"[a-z][a-z0-9-]*", suite):
+        raise SpecError(f"--suite {suite!r} is not a Debian suite name", hint="for example: --suite bullseye")
+    with ui.current().phase(f"building CPython {version}" + (f" in a Debian {suite} container" if in_container
+                                                              else "")):
+        if in_container:
+            from venvstacks_docker.host.runtime_container import build_runtime_in_container
+
+            archive = build_runtime_in_container(version, suite=suite, cache=cache_dir, jobs=jobs, force=force,
+                                                 output_dir=output_dir)
+        else:
+            archive = build_runtime(version, cache=cache_dir, jobs=jobs, force=force, output_dir=output_dir)
     meta = read_sidecar(archive)
     if json_output:
         emit_json("runtime", {**meta, "path": str(archive)})
