@@ -35,7 +35,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
-from venvstacks_docker import ui
+from venvstacks_docker import _testhooks, ui
 from venvstacks_docker.errors import ContainerError
 from venvstacks_docker.host.container import VolumeMount
 from venvstacks_docker.host.ownership import sandbox_user
@@ -176,7 +176,11 @@ class CopySession:
     # -- in --------------------------------------------------------------------------
 
     def __enter__(self) -> CopySession:
+        from venvstacks_docker.host.orphans import remove_orphans
+
         reporter = ui.current()
+        with engine_errors(self.where, "removing what killed runs left"):
+            remove_orphans(self.client)  # first the containers (a killed run's porter), then their volumes
         remove_orphan_volumes(self.client)
         try:
             with engine_errors(self.where, "creating volumes"):
@@ -207,6 +211,7 @@ class CopySession:
         entries = self._entries(fresh=fresh, listing=listing)
         mounts = [v.mount for v in self.volumes if v.kind != "store"]
         with porter(self.client, self.image_id, mounts, self.where) as box:
+            _testhooks.pause("transfer-upload")
             box.put("/", tar_stream(entries, uid=self.uid, gid=self.gid), "copying the inputs to the engine")
 
     def _fill_store(self, box: Porter) -> None:

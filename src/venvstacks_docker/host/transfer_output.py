@@ -31,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Final
 
+from venvstacks_docker import _testhooks
 from venvstacks_docker.errors import ContainerError, Interrupted
 from venvstacks_docker.host.transfer_tar import Entry, members, tree_entries
 from venvstacks_docker.host.volumes import Porter
@@ -111,6 +112,7 @@ def _stage_stream(handle: IO[bytes], target: Path) -> tuple[int, str]:
             digest.update(chunk)
             size += len(chunk)
             f.write(chunk)
+            _testhooks.pause("transfer-download")
         f.flush()
         os.fsync(f.fileno())
     target.chmod(0o644)

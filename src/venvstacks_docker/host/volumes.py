@@ -84,12 +84,14 @@ def engine_errors(where: str, doing: str) -> Iterator[None]:
     """
     import docker
     import requests
+    import urllib3
 
     try:
         yield
     except docker.errors.APIError as exc:
         raise _api_error(exc, where, doing) from None
-    except (requests.exceptions.RequestException, docker.errors.DockerException, ConnectionError) as exc:
+    except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, docker.errors.DockerException,
+            ConnectionError) as exc:
         raise lost_engine(exc, where, doing) from None
 
 
