@@ -1,9 +1,11 @@
 """A remote engine, for real: a second dockerd of its own, reached over TCP on loopback.
 
 The fixture starts ``dockerd`` with its own data root, exec root, pidfile and
-containerd, no bridge and no iptables rules, listening on ``tcp://127.0.0.1:<free
-port>``, and loads the bootstrapped base image into it through the API (the first
-engine's ``docker save``, the second's ``load``; no registry).  To the tool that engine
+containerd, a bridge of its own (made and removed by the fixture: a second daemon given
+``--bridge=none`` deletes the host's ``docker0``, breaking the first engine's network)
+and no iptables rules, listening on ``tcp://127.0.0.1:<free port>``, and loads the
+bootstrapped base image into it through the API (the first engine's ``docker save``,
+the second's ``load``; no registry).  To the tool that engine
 is remote (it is not a socket on this machine), so everything travels in copy mode.
 
 One small stack (sample_project's runtime layer) is published twice: in mount mode on
@@ -57,8 +59,19 @@ class SecondEngine:
     def __init__(self, root: Path, storage_driver: str) -> None:
         self.root = root
         self.url = f"tcp://127.0.0.1:{_free_port()}"
+        self.bridge = f"vsd{uuid.uuid4().hex[:8]}"
         (root / "daemon.json").write_text(f'{{"storage-driver": "{storage_driver}"}}\n')
         self.proc: subprocess.Popen[bytes] | None = None
+        self._make_bridge()
+
+    def _make_bridge(self) -> None:
+        """A bridge of its own, on a /24 nothing here uses."""
+        used = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True, check=True).stdout
+        subnet = next(f"10.231.{n}" for n in range(1, 255) if f" 10.231.{n}." not in used)
+        for command in (["ip", "link", "add", "name", self.bridge, "type", "bridge"],
+                        ["ip", "addr", "add", f"{subnet}.1/24", "dev", self.bridge],
+                        ["ip", "link", "set", self.bridge, "up"]):
+            subprocess.run(command, check=True, capture_output=True)
 
     def start(self) -> None:
         import docker
@@ -67,7 +80,7 @@ class SecondEngine:
             self.proc = subprocess.Popen(
                 ["dockerd", "--config-file", str(self.root / "daemon.json"), "--data-root", str(self.root / "data"),
                  "--exec-root", str(self.root / "exec"), "--pidfile", str(self.root / "docker.pid"), "-H", self.url,
-                 "--bridge=none", "--iptables=false", "--ip-masq=false"],
+                 f"--bridge={self.bridge}", "--iptables=false", "--ip-masq=false", "--ip-forward=false"],
                 stdout=log, stderr=log, start_new_session=True)
         deadline = time.monotonic() + 60
         while True:
@@ -118,15 +131,17 @@ class SecondEngine:
         for point in sorted((m for m in mounts if m.startswith(str(self.root))), key=len, reverse=True):
             subprocess.run(["umount", "-l", point], check=False, capture_output=True)
         shutil.rmtree(self.root, ignore_errors=True)
+        subprocess.run(["ip", "link", "del", self.bridge], check=False, capture_output=True)
 
 
 @pytest.fixture(scope="module")
 def engine2(docker_client, base_image, tmp_path_factory) -> Iterator[SecondEngine]:  # type: ignore[no-untyped-def]
-    if os.geteuid() != 0 or shutil.which("dockerd") is None:
-        pytest.skip("a second dockerd needs root and the dockerd binary")
+    if os.geteuid() != 0 or shutil.which("dockerd") is None or shutil.which("ip") is None:
+        pytest.skip("a second dockerd needs root, the dockerd binary and iproute2")
     root = Path(f"/tmp/vsd-engine2-{uuid.uuid4().hex[:8]}")  # short: unix socket paths are limited
     root.mkdir()
     engine = SecondEngine(root, docker_client.info().get("Driver") or "overlay2")
+    host_bridge = Path("/sys/class/net/docker0").exists()
     try:
         engine.start()
         second = engine.client()
@@ -136,6 +151,7 @@ def engine2(docker_client, base_image, tmp_path_factory) -> Iterator[SecondEngin
     finally:
         engine.stop()
         engine.remove()
+        assert Path("/sys/class/net/docker0").exists() == host_bridge, "the second engine touched docker0"
 
 
 def publication(out: Path) -> dict[str, str]:
