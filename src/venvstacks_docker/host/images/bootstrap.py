@@ -296,20 +296,31 @@ def _bootstrap_and_import(client: docker.DockerClient, job: _Bootstrap, debootst
         _remove_rootfs(work)
 
 
+def _label_change(key: str, value: str, *, podman: bool) -> str:
+    """A ``LABEL`` change for ``docker import``.  Docker reads its value as a Dockerfile
+    does (quotes and backslash escapes), podman takes everything after the ``=``
+    literally, only dropping one pair of enclosing double quotes: so a JSON value is
+    quoted for Docker and given as it is to podman."""
+    return f"LABEL {key}={value}" if podman else f"LABEL {key}={json.dumps(value)}"
+
+
 def _import_rootfs(client: docker.DockerClient, rootfs_tar: Path, job: _Bootstrap) -> Image:
     import docker
 
-    label_inputs = {**job.inputs, "mirror": job.mirror}
+    from venvstacks_docker.host.engine import engine_info
+
+    podman = engine_info(client).name == "podman"
+    label_inputs = json.dumps({**job.inputs, "mirror": job.mirror}, sort_keys=True)
     changes = [
         f"LABEL {LABEL_ROLE}=base",
         f"LABEL {LABEL_VERSION}={__version__}",
-        f"LABEL {LABEL_INPUTS}={json.dumps(json.dumps(label_inputs, sort_keys=True))}",
+        _label_change(LABEL_INPUTS, label_inputs, podman=podman),
         "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         'CMD ["/bin/bash"]',
     ]
-    repository, tag_name = job.tag.split(":", 1)
     try:
-        client.api.import_image_from_file(str(rootfs_tar), repository=repository, tag=tag_name, changes=changes)
+        # The tag goes in `repo` (the API allows it there): podman ignores `tag` on import.
+        client.api.import_image_from_file(str(rootfs_tar), repository=job.tag, changes=changes)
         image = client.images.get(job.tag)
         image.tag(*job.alias.split(":", 1), force=True)
     except docker.errors.APIError as exc:
