@@ -58,7 +58,7 @@ from venvstacks_docker.host.images.common import (
     check_target,
     host_target,
 )
-from venvstacks_docker.host.images.listing import list_tool_images, prune_builder_images
+from venvstacks_docker.host.images.listing import list_tool_images, prune_builder_images, short_name
 from venvstacks_docker.host.images.recipe import CannotAssemble, read_recipe
 from venvstacks_docker.host.images.render import (
     TEMPLATE,
@@ -114,6 +114,7 @@ __all__ = [
     "render_dockerfile",
     "render_for_target",
     "resolve_base_image",
+    "short_name",
     "strip_volatile_files",
     "write_context_tar",
     "write_rootfs_tar",

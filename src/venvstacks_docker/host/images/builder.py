@@ -180,14 +180,19 @@ def _stream_build(
 # --------------------------------------------------------------------------- memo
 
 
+def memo_dir() -> Path:
+    """Where the lookup memos of builder images are (``<cache>/builder-images``)."""
+    from venvstacks_docker.runtimes import cache_root
+
+    return cache_root() / "builder-images"
+
+
 def _memo_path(target: str, base: tuple[str, str], runtime_sha: str, tool: str) -> Path:
     """The memo of the image for these fingerprints; ``base`` is (reference, ID): the
     reference is an input too (it is in the Dockerfile and the inputs label)."""
-    from venvstacks_docker.runtimes import cache_root
-
     fields = [str(BUILDER_INPUTS_VERSION), target, *base, runtime_sha, tool]
     key = hashlib.sha256("\0".join(fields).encode()).hexdigest()
-    return cache_root() / "builder-images" / f"{key[:32]}.json"
+    return memo_dir() / f"{key[:32]}.json"
 
 
 def _memo_lookup(client: docker.DockerClient, memo: Path) -> BuilderImage | None:
