@@ -9,6 +9,7 @@ by ``keep_sections``.
 
 from __future__ import annotations
 
+import datetime as _dt
 import re
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,15 @@ def _speedup(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}x"
 
 
+def _rounds_won(results: dict[str, Any], key: str, step: str) -> tuple[int, int] | None:
+    """In how many rounds of ``step`` ours was faster than ``key`` (None unless both ran every round)."""
+    ours = results["timings"].get("ours", {}).get(step, [])
+    theirs = results["timings"].get(key, {}).get(step, [])
+    if len(ours) < 2 or len(ours) != len(theirs) or len(ours) != results.get("lock_repeat", len(ours)):
+        return None
+    return sum(a["wall_s"] < b["wall_s"] for a, b in zip(ours, theirs, strict=True)), len(ours)
+
+
 def _timings(results: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
     """The timings table, the load range before the commands and the list of all runs."""
     rows = []
@@ -143,6 +153,7 @@ def _timings(results: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]
                          for tool, steps in per_tool for step, runs in steps.items() if runs)
     lock = summary["steps"]["lock"]
     return {"timing_rows": rows, "loads": loads, "all_runs": all_runs, "lock": lock,
+            "lock_rounds": {key: _rounds_won(results, key, "lock") for key in VENVSTACKS},
             "lock_slower": {key: lock["speedup"][key] is not None and lock["speedup"][key] < 1
                             for key in VENVSTACKS}}
 
@@ -161,6 +172,8 @@ def _container(results: dict[str, Any], summary: dict[str, Any]) -> dict[str, An
     mismatches = ", ".join(f"{k} {v[:12]}… vs {native_sha.get(k, '-')[:12]}…"
                            for k, v in container.get("archive_sha256", {}).items() if native_sha.get(k) != v)
     rough = contended_now(results) or (pcts and max(pcts) - min(pcts) > 10)
+    native_runs = [*results["timings"]["ours"].get("build-clean", []),
+                   *results["timings"]["ours"].get("build-clean-paired", [])]
     return {
         "measured": True, "best": cont.wall_s, "native": native.wall_s,
         "overhead": summary["container_overhead_pct"],
@@ -168,6 +181,7 @@ def _container(results: dict[str, Any], summary: dict[str, Any]) -> dict[str, An
                            for (n, c), pct in zip(pairs, pcts, strict=True)),
         "identical": container.get("byte_identical_to_native"), "mismatches": mismatches,
         "rough": rough, "low": min(pcts) if rough else None, "high": max(pcts) if rough else None,
+        "native_range": " and ".join(f"{f(r['wall_s'] for r in native_runs):.1f} s" for f in (min, max)),
     }
 
 
@@ -290,6 +304,15 @@ def _environment() -> jinja2.Environment:
     return env
 
 
+def _minutes(results: dict[str, Any]) -> int | None:
+    """How long the run took, in whole minutes."""
+    try:
+        started, finished = (_dt.datetime.fromisoformat(results[k]) for k in ("started", "finished"))
+    except (KeyError, ValueError):
+        return None
+    return round((finished - started).total_seconds() / 60)
+
+
 def render_report(results: dict[str, Any], json_path: str | None) -> str:
     """The Markdown report for ``results`` (which gains a ``summary`` entry)."""
     summary = summarize(results)
@@ -300,6 +323,7 @@ def render_report(results: dict[str, Any], json_path: str | None) -> str:
         "contended": contended_now(results), "other_min": min(other, default=0), "other_max": max(other, default=0),
         "json_path": json_path, "config": config, "RUNTIME_VERSION": RUNTIME_VERSION, "STAGE_NAME": STAGE_NAME,
         "EDITED_MODULE": EDITED_MODULE, "EDITED_APP": EDITED_APP, "WORK": results.get("work_dir", shown_path(WORK)),
+        "minutes": _minutes(results),
         "TOOLS": TOOLS, "VENVSTACKS": VENVSTACKS, "NEWEST": NEWEST, "RELEASE": RELEASE, "LABEL": TOOL_LABEL,
         "versions": [RELEASE[key].version for key in VENVSTACKS], "tool_labels": [TOOL_LABEL[t] for t in TOOLS],
         "size_pct": {key: "n/a" if pct is None else f"{pct:+.2f} %"
