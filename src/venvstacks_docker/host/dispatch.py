@@ -45,7 +45,16 @@ from venvstacks_docker.host.orchestrator import ContainerStepFailed, run_in_buil
 from venvstacks_docker.host.transfer import PLAN_PATH, CacheFile, CopySession
 from venvstacks_docker.host.transfer_output import PublicationInterrupted
 from venvstacks_docker.host.volumes import engine_errors
-from venvstacks_docker.locking import RUN_ID, STATE_DIR, FolderLock, held_env, hold, work_locks
+from venvstacks_docker.locking import (
+    HELD_ENV,
+    RUN_ID,
+    STATE_DIR,
+    FolderLock,
+    held_env,
+    hold,
+    requirements_lock,
+    work_locks,
+)
 from venvstacks_docker.metadata import dumps
 from venvstacks_docker.plan import Plan
 from venvstacks_docker.txn import recover
@@ -377,6 +386,9 @@ def _run_copied(plan: Plan, spec: StackSpec, *, image: BuilderImage, locks: list
     spec.requirements_dir.mkdir(parents=True, exist_ok=True)
     net_env, secrets = _copy_secrets(spec, plan)
     env = {**_container_env(Path(CACHE_ROOT), locks, copy=True), **net_env}
+    if plan.lock:  # the lock of requirements/ is in the cache, which is elsewhere in the container
+        inside = f"{CACHE_ROOT}/locks/{requirements_lock(spec.requirements_dir).lock_file.name}"
+        env[HELD_ENV] = json.dumps(sorted([*json.loads(env[HELD_ENV]), inside]))
     copied = CopySession(client, where=endpoint.describe(), image_id=image.image_id, spec=spec, plan=plan,
                          inputs=list(_input_paths(spec, plan)), cache_files=cache_files, secrets=secrets)
     with copied:
