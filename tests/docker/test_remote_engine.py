@@ -307,3 +307,29 @@ def test_an_engine_killed_while_the_publication_comes_back(engine2: SecondEngine
     assert proc.returncode == 1 and "lost the connection to the container engine" in stderr, stderr
     assert f"{target} still holds its previous publication" in stderr
     assert publication(target) == {} and leftovers(target) == []
+
+
+@pytest.mark.network
+def test_lock_and_local_export_in_copy_mode_on_the_local_engine(docker_client, base_image,  # type: ignore[no-untyped-def]
+                                                                tmp_path: Path) -> None:
+    """``--transfer copy`` works on any engine: lock files and exported environments come back."""
+    from venvstacks_docker.host.volumes import LABEL_PATH
+
+    spec = copy_sample(tmp_path / "stack")
+    lock_file = spec.parent / "requirements" / "cpython-3.11" / "pylock.cpython-3_11.toml"
+    expected = lock_file.read_bytes()
+    lock_file.unlink()
+    try:
+        cli("lock", *SUBSET, "--transfer", "copy", spec)
+        assert lock_file.read_bytes() == expected
+        cli("build", *SUBSET, "--transfer", "copy", spec)
+        result = cli("-v", "local-export", *SUBSET, "--transfer", "copy", spec)
+        assert "copying the exported cpython-3.11 back from the engine" in result.stderr
+        python = spec.parent / "_export" / "cpython-3.11" / "bin" / "python"
+        run = subprocess.run([str(python), "-c", "import numpy, sys; print(sys.prefix)"], capture_output=True,
+                             text=True, check=True)
+        assert run.stdout.strip() == str(spec.parent / "_export" / "cpython-3.11")
+    finally:  # this project's volumes (the store and others' stay)
+        for volume in docker_client.volumes.list(filters={"label": LABEL_PATH}):
+            if str(volume.attrs.get("Labels", {}).get(LABEL_PATH, "")).startswith(str(tmp_path)):
+                volume.remove(force=True)

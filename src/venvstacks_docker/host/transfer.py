@@ -185,8 +185,9 @@ class CopySession:
         try:
             with engine_errors(self.where, "creating volumes"):
                 for volume in self.volumes:
-                    labels = volume_labels(volume.kind, None if volume.kind in ("store", "run") else
-                                           volume.mount.container_path, owned=volume.per_run)
+                    mirrors = {"store": None, "run": None, "uv": str(self.spec.path)}
+                    labels = volume_labels(volume.kind, mirrors.get(volume.kind, volume.mount.container_path),
+                                           owned=volume.per_run)
                     ensure_volume(self.client, volume.mount.volume, labels)
             with reporter.phase("copying the inputs to the engine"):
                 self._fill()
