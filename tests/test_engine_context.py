@@ -254,3 +254,40 @@ def test_inputs_are_mounted_as_few_folders(tmp_path: Path) -> None:
     shared.write_text("")
     found = anchors([spec_dir / "venvstacks.toml", spec_dir / "requirements", shared, spec_dir])
     assert found == [tmp_path / "shared", spec_dir]
+
+
+# --- several engines: one run per platform ------------------------------------------------
+
+
+def test_one_run_per_platform_each_on_its_engine(sample_spec: Path, home: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """``--engine PLATFORM=ENGINE`` once per platform: the runs happen one after the other,
+    each planned for its platform and handed its engine (no engine is reached here)."""
+    from venvstacks_docker.cli import run
+    from venvstacks_docker.execute import Outcome
+
+    calls: list[tuple[str, str | None, str]] = []
+
+    def fake_run(plan, spec, *, base_image, transfer, engine):  # type: ignore[no-untyped-def]
+        calls.append((plan.platform, engine, transfer))
+        return Outcome()
+
+    monkeypatch.setattr("venvstacks_docker.host.dispatch.run_plan_in_container", fake_run)
+    _context(home / ".docker", "arm-box", "ssh://builder@arm-box")
+    engines = ["--engine", "linux_aarch64=arm-box", "--engine", "linux_x86_64=tcp://x86-box:2375"]
+    assert run(["publish", "--tag-outputs", *engines, str(sample_spec)]) == 0
+    assert calls == [("linux_aarch64", "arm-box", "auto"), ("linux_x86_64", "tcp://x86-box:2375", "auto")]
+    calls.clear()
+    assert run(["lock", *engines, "--transfer", "copy", str(sample_spec)]) == 0  # lock: this machine's platform
+    assert [c[0] for c in calls] == ["linux_x86_64"] and calls[0][1] == "tcp://x86-box:2375"
+    capsys.readouterr()
+    # one output folder for both: the names must differ
+    assert run(["publish", *engines, str(sample_spec)]) == 2
+    assert "add --tag-outputs" in capsys.readouterr().err
+    # both on engines that see this machine's files: one build folder for two platforms
+    both_local = ["--engine", "linux_aarch64=unix:///var/run/docker.sock",
+                  "--engine", "linux_x86_64=unix:///var/run/docker.sock"]
+    monkeypatch.setattr("venvstacks_docker.host.endpoints.is_local_url", lambda url: True)
+    assert run(["build", "--tag-outputs", *both_local, str(sample_spec)]) == 2
+    assert "would share the build folder" in capsys.readouterr().err
+    assert run(["build", "--native", "--engine", "linux_aarch64=x", str(sample_spec)]) == 2

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.console import Console, ConsoleDimensions
@@ -14,6 +15,9 @@ from typer.core import TyperCommand, TyperOption
 
 from venvstacks_docker import spec as _spec
 from venvstacks_docker.metadata import dumps, envelope
+
+if TYPE_CHECKING:
+    from venvstacks_docker.plan import Plan
 
 
 class _ResultConsole(Console):
@@ -129,6 +133,50 @@ class Engines:
                                 f"{key or 'the engine'} is given twice"))
             chosen[key] = engine
         return chosen.get(platform, chosen.get(""))
+
+    def platforms(self) -> list[str]:
+        """The platforms named by ``PLATFORM=ENGINE``, in the order given."""
+        return [value.partition("=")[0] for value in self.engines
+                if "=" in value and value.partition("=")[0] in CONTAINER_PLATFORMS]
+
+    def plans(self, plan: Plan, replan: Callable[[str], Plan] | None, *, native: bool,
+              json_output: bool) -> list[Plan]:
+        """The runs of a command: ``plan``, or with ``--engine PLATFORM=ENGINE`` (for
+        ``build`` and ``publish``, which ``replan``), one plan per platform named, in order.
+
+        :raises SpecError: for a bad ``--engine``; for platforms with ``--native``, with
+            ``--json``, publishing into one folder without ``--tag-outputs``, or sharing
+            the build folder in mount mode.
+        """
+        from venvstacks_docker.errors import SpecError
+
+        self.for_platform(plan.platform)  # a bad --engine is refused before anything runs
+        targets = self.platforms()
+        if not targets or replan is None:
+            return [plan]
+        if native:
+            raise SpecError("--engine PLATFORM=ENGINE names the engines of builder containers: not with --native")
+        plans = [plan if target == plan.platform else replan(target) for target in targets]
+        if len(plans) == 1:
+            return plans
+        if json_output:
+            raise SpecError("--json prints one plan: with several --engine PLATFORM=ENGINE, run one command per "
+                            "platform", hint="or drop --json")
+        if plan.writes_output and not plan.tag_outputs:
+            raise SpecError(f"{' and '.join(targets)} would publish into one output folder under the same names",
+                            hint="add --tag-outputs (each platform's archives and manifest get names of their own)")
+        self._check_build_folders(plans)
+        return plans
+
+    def _check_build_folders(self, plans: list[Plan]) -> None:
+        from venvstacks_docker.errors import SpecError
+        from venvstacks_docker.host.dispatch import copies
+
+        mounted = [p.platform for p in plans if not copies(self.transfer, self.for_platform(p.platform))]
+        if len(mounted) > 1:
+            raise SpecError(f"{' and '.join(mounted)} would share the build folder {plans[0].build_dir} (both in "
+                            "mount mode)", hint="give --transfer copy (each engine then keeps a build volume of its "
+                            "own), or run one command per platform, each with its own --build-dir")
 
 
 DEFAULT_ENGINES = Engines()

@@ -7,6 +7,8 @@ the container executor; both return the same outcome, rendered here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -105,12 +107,19 @@ def _execute(spec: StackSpec, plan: _plan.Plan, *, native: bool, base_image: str
 
 
 def _finish(spec: StackSpec, plan: _plan.Plan, *, show: bool, show_only: bool, json_output: bool,
-            native: bool, base_image: str | None, engines: Engines = DEFAULT_ENGINES) -> None:
-    engines.for_platform(plan.platform)  # a bad --engine is refused before anything runs
-    if render.show_plan(spec, plan, show=show, show_only=show_only, json_output=json_output):
-        return
-    outcome = _execute(spec, plan, native=native, base_image=base_image, engines=engines)
-    render.print_outcome(spec, plan, outcome, json_output=json_output)
+            native: bool, base_image: str | None, engines: Engines = DEFAULT_ENGINES,
+            replan: Callable[[str], _plan.Plan] | None = None) -> None:
+    # one run per platform given to --engine PLATFORM=ENGINE (build, publish), one after the other
+    runs = engines.plans(plan, replan, native=native, json_output=json_output)
+    for each in runs:
+        if len(runs) > 1:
+            from venvstacks_docker import ui
+
+            ui.current().note(f"{plan.command} for {each.platform}, on {engines.for_platform(each.platform)}")
+        if render.show_plan(spec, each, show=show, show_only=show_only, json_output=json_output):
+            continue
+        outcome = _execute(spec, each, native=native, base_image=base_image, engines=engines)
+        render.print_outcome(spec, each, outcome, json_output=json_output)
 
 
 def _bundle_source(spec_path: Path | None, bundle: Path) -> tuple[StackSpec, Checked]:
@@ -266,11 +275,14 @@ def build(
     spec = load(spec_path)
     where = _where(spec, build_dir, output_dir, local_wheels=local_wheels, runtime_source=runtime_source,
                    offline=offline, index=index)
-    plan = _plan.plan_build(spec, selection, where, lock_if_needed=lock_if_needed or lock_, build=do_build,
-                            publish=publish_, clean=clean, tag_outputs=tag_outputs,
-                            reset_lock=tuple(reset_lock or ()))
-    _finish(spec, plan, show=show, show_only=show_only, json_output=json_output, native=native,
-            base_image=base_image, engines=Engines(transfer, tuple(engine or ())))
+
+    def make(platform: str) -> _plan.Plan:
+        return _plan.plan_build(spec, selection, replace(where, platform=platform),
+                                lock_if_needed=lock_if_needed or lock_, build=do_build, publish=publish_, clean=clean,
+                                tag_outputs=tag_outputs, reset_lock=tuple(reset_lock or ()))
+
+    _finish(spec, make(where.platform), show=show, show_only=show_only, json_output=json_output, native=native,
+            base_image=base_image, engines=Engines(transfer, tuple(engine or ())), replan=make)
 
 
 def publish(
@@ -316,10 +328,14 @@ def publish(
         raise SpecError("publish needs the stack file", hint="venvstacks-docker publish path/to/venvstacks.toml "
                         "(or --from-bundle BUNDLE to publish a bundled stack)")
     spec = load(spec_path)
-    plan = _plan.plan_publish(spec, selection, _where(spec, build_dir, output_dir), force=force,
-                              dry_run=dry_run, tag_outputs=tag_outputs)
-    _finish(spec, plan, show=show, show_only=show_only, json_output=json_output, native=native,
-            base_image=base_image, engines=Engines(transfer, tuple(engine or ())))
+    where = _where(spec, build_dir, output_dir)
+
+    def make(platform: str) -> _plan.Plan:
+        return _plan.plan_publish(spec, selection, replace(where, platform=platform), force=force, dry_run=dry_run,
+                                  tag_outputs=tag_outputs)
+
+    _finish(spec, make(where.platform), show=show, show_only=show_only, json_output=json_output, native=native,
+            base_image=base_image, engines=Engines(transfer, tuple(engine or ())), replan=make)
 
 
 def local_export(

@@ -272,6 +272,14 @@ def _interrupted(plan: Plan, finished: bool) -> Interrupted:
                        "(nothing of this run was kept)")
 
 
+def copies(transfer: str, engine: str | None) -> bool:
+    """Whether a run with ``--transfer`` and ``--engine`` copies its files (else mounts them).
+
+    :raises ContainerError: for a docker context that does not exist.
+    """
+    return transfer == "copy" or (transfer == "auto" and not resolve(engine).local)
+
+
 def run_plan_in_container(plan: Plan, spec: StackSpec, *, base_image: str | None, transfer: str = "auto",
                           engine: str | None = None) -> Outcome:
     """Run ``plan`` in the builder container for this host; the outcome as if native.
@@ -415,7 +423,7 @@ def _run_copied(plan: Plan, spec: StackSpec, *, image: BuilderImage, locks: list
 
 def _builder_image(plan: Plan, spec: StackSpec, *, base_image: str | None, client: Any) -> BuilderImage:
     """The builder image: the bundle's (loaded if the engine lacks it), else made or found."""
-    target = host_target()
+    target = plan.platform if plan.platform in ("linux_x86_64", "linux_aarch64") else host_target()
     if plan.bundle_dir is not None:
         from venvstacks_docker.bundle_format import MANIFEST
         from venvstacks_docker.host.bundle_image import ensure_loaded
@@ -448,5 +456,5 @@ def _relay(replayer: ui.Replayer):  # type: ignore[no-untyped-def]
     return relay
 
 
-__all__ = ["TRANSFER_MODES", "RemoteError", "network_passthrough", "prefetch_for_offline_build",
+__all__ = ["TRANSFER_MODES", "RemoteError", "copies", "network_passthrough", "prefetch_for_offline_build",
            "run_plan_in_container"]
