@@ -128,7 +128,8 @@ class Service:
     proc: subprocess.Popen[bytes]
     url: str
     client: Any
-    pause_pid: Path | None = None
+    pause_pid: Path | None = None  # rootless: podman's pause process
+    overlay: Path | None = None  # rootful: podman leaves its storage's overlay folder mounted
 
     def stop(self) -> None:
         self.client.close()
@@ -137,9 +138,11 @@ class Service:
                 os.killpg(self.proc.pid, sig)  # its own session, started by us
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     self.proc.wait(timeout=15)
-        if self.pause_pid is not None and self.pause_pid.exists():  # rootless podman's pause process
+        if self.pause_pid is not None and self.pause_pid.exists():
             with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(self.pause_pid.read_text().strip()), signal.SIGTERM)
+        if self.overlay is not None and str(self.overlay) in Path("/proc/self/mounts").read_text().split():
+            _root_run(["umount", str(self.overlay)])  # a bind mount on itself: is_mount() cannot tell
 
 
 def _start(podman: str, state: Path, run: Path, *, user: pwd.struct_passwd | None, env: dict[str, str]) -> Service:
@@ -188,6 +191,7 @@ def podman(podman_exe: str) -> Iterator[Service]:
                              env=dict(os.environ))
         except RuntimeError as exc:
             _skip_or_fail(str(exc))
+        service.overlay = state / "storage" / "overlay"
         try:
             yield service
         finally:
@@ -344,10 +348,9 @@ def test_builder_container_is_sandboxed_in_podman(podman: Service, podman_builde
     assert podman.client.containers.list(all=True) == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "podman copies the image's /tmp into the tmpfs (tmpcopyup) and the copy of /tmp/home loses its "
-    "group/other write bits (1777 -> 1755), so HOME is not writable for the container's user; "
-    "the fix is `notmpcopyup` in the tmpfs options for podman (Docker refuses that option)"))
+@pytest.mark.xfail(strict=True, reason=(  # fix: `notmpcopyup` in podman's tmpfs options (Docker refuses it)
+    "podman copies the image's /tmp into the tmpfs (tmpcopyup), and its copy of /tmp/home loses the "
+    "group and other write bits (1777 -> 1755): HOME is not writable for the container's user"))
 def test_home_is_writable_in_podman(podman: Service, podman_builder: images.BuilderImage) -> None:
     assert _probe(podman, podman_builder.tag)[-1] == "home-writable"
 
@@ -440,7 +443,6 @@ def _user_tool(rootless: Rootless) -> None:
 
 
 def _load_base(src: Service, dest: Service, base: images.BaseImage, tmp: Path) -> None:
-    """Move the base image into the user's storage as ``docker save``/``docker load`` would."""
     if image_or_none(dest.client, base.image_id) is None:
         archive = tmp / "base.tar"
         with archive.open("wb") as fh:
