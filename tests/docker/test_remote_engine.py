@@ -289,7 +289,7 @@ def test_an_engine_killed_while_the_publication_comes_back(engine2: SecondEngine
         image = client.images.list(name="venvstacks-docker-builder")[0].id
         try:
             with porter(client, image, [VolumeMount({volume!r}, {str(target)!r}, False)], {engine2.url!r}) as box:
-                bring_back_publication(box, Path({str(target)!r}), print)
+                bring_back_publication(box, Path({str(target)!r}), print, {{}})
         except VenvstacksDockerError as exc:
             raise SystemExit(f"error: {{exc.message}} / {{exc.hint}}")
     """)

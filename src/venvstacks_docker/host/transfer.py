@@ -129,6 +129,8 @@ class CopySession:
         self.uid, self.gid = sandbox_user()
         self.volumes = self._volumes()
         self.uploaded_requirements: dict[str, bytes] = {}
+        self.listing: dict[str, str] = {}
+        """The host's publication when the run started (relative path -> sha256)."""
 
     # -- the volumes -----------------------------------------------------------------
 
@@ -146,6 +148,9 @@ class CopySession:
             kind = "export" if plan.command == "local-export" else "output"
             found.append(_Volume(mount=VolumeMount(project_volume(kind, plan.output_dir, uid), str(plan.output_dir),
                                                    False), kind=kind, per_run=False))
+        for folder in (plan.build_dir, plan.output_dir):
+            if folder is not None and folder.exists():
+                same_path_mounts({folder: False})  # the same folders are refused as in mount mode
         folders = anchors(self.inputs)
         if plan.lock:
             folders.append(self.spec.requirements_dir.absolute())
@@ -200,6 +205,7 @@ class CopySession:
         out = self.plan.output_dir
         output = self._by_kind("output", "export")
         listing = host_listing(out) if out is not None and self.plan.command != "local-export" else {}
+        self.listing = listing
         with porter(self.client, self.image_id, [*self._by_kind("store"), *output], self.where) as box:
             self._fill_store(box)
             fresh = not output or self.plan.command == "local-export" or \
@@ -289,12 +295,13 @@ class CopySession:
             if plan.command == "local-export":
                 bring_back_export(box, plan.output_dir, (outcome.exported or {}) if outcome else {})
                 return
+            listing = self.listing
             if plan.writes_output:
                 with ui.current().phase("copying the publication back from the engine"):
-                    bring_back_publication(box, plan.output_dir, ui.current().detail)
+                    listing = bring_back_publication(box, plan.output_dir, ui.current().detail, listing)
             # the volume and the host's folder hold the same publication again
-            box.put("/", tar_stream(record_entries(plan.output_dir, host_listing(plan.output_dir), busy=False),
-                                    uid=self.uid, gid=self.gid), "recording the output folder's copy")
+            box.put("/", tar_stream(record_entries(plan.output_dir, listing, busy=False), uid=self.uid, gid=self.gid),
+                    "recording the output folder's copy")
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:

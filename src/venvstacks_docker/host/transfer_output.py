@@ -142,7 +142,7 @@ def _fetch_metadata(porter: Porter, out: Path, txn: OutputTransaction) -> list[d
 
 
 def _fetch_archive(porter: Porter, out: Path, txn: OutputTransaction, entry: dict[str, Any],
-                   say: Callable[[str], None]) -> None:
+                   say: Callable[[str], None], hashes: dict[str, str]) -> None:
     name = str(entry["archive_name"])
     size = int(entry.get("archive_size", -1))
     sha = str((entry.get("archive_hashes") or {}).get("sha256", ""))
@@ -160,6 +160,7 @@ def _fetch_archive(porter: Porter, out: Path, txn: OutputTransaction, entry: dic
                                  f"its metadata says {size} bytes and {sha}",
                                  hint="run the command again; if it persists, the engine's volume is damaged: "
                                  "remove it with `docker volume rm` (it is made anew)")
+        hashes[name] = got_sha
         return
     raise ContainerError(f"the engine sent nothing for {name}")
 
@@ -204,22 +205,29 @@ def _verify(out: Path, txn: OutputTransaction) -> None:
                              hint="run the command again")
 
 
-def bring_back_publication(porter: Porter, out: Path, say: Callable[[str], None]) -> bool:
-    """Commit the volume's publication into the host's ``out``; whether anything changed.
+def bring_back_publication(porter: Porter, out: Path, say: Callable[[str], None],
+                           listing: dict[str, str]) -> dict[str, str]:
+    """Commit the volume's publication into the host's ``out``.
+
+    :param listing: :func:`host_listing` of ``out`` before the run (the caller held its
+        lock since).
+    :returns: the listing of ``out`` now (no file hashed twice).
 
     :raises ContainerError: for an engine that fails meanwhile, or bytes that do not
         match their metadata (``out`` unchanged).
     :raises PublicationInterrupted: on Ctrl-C, saying what ``out`` holds.
     """
     txn = OutputTransaction(out)
+    hashes: dict[str, str] = {}  # of the archives, checked as they arrived
     try:
         changed = _fetch_metadata(porter, out, txn)
         for entry in changed:
-            _fetch_archive(porter, out, txn, entry, say)
+            _fetch_archive(porter, out, txn, entry, say, hashes)
         if not txn.staged:
             txn.abort()
-            return False
+            return listing
         _verify(out, txn)
+        staged = {rel: hashes.get(rel) or sha256_file(txn.staging / rel) for rel in txn.staged}
         txn.commit()
     except KeyboardInterrupt:
         if txn.committed:
@@ -235,7 +243,7 @@ def bring_back_publication(porter: Porter, out: Path, say: Callable[[str], None]
             kept = f"{out} still holds its previous publication"
             exc.hint = f"{exc.hint}; {kept}" if exc.hint else kept
         raise
-    return True
+    return {**listing, **staged}
 
 
 __all__ = ["RECORD", "PublicationInterrupted", "bring_back_publication", "host_listing", "mirror_is_current",
