@@ -33,9 +33,9 @@ def build(
                     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even if the cache has this runtime.")] = False,
     in_container: Annotated[bool, typer.Option(
-        "--in-container/--native",
-        help="Build in a container of an old Debian userland (--suite), so the archive needs an old glibc "
-        "and does not depend on this machine's packages; --native builds on this machine.")] = False,
+        "--in-container",
+        help="Build in a container of an old Debian userland (--suite) instead of on this machine, so the "
+        "archive needs an old glibc and does not depend on this machine's packages.")] = False,
     suite: Annotated[str, typer.Option(
         "--suite", metavar="SUITE",
         help="Debian suite of the build container (with --in-container); bullseye is the oldest one "

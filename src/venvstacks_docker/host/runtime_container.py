@@ -293,7 +293,7 @@ def build_runtime_in_container(
     scratch = Path(tempfile.mkdtemp(prefix="venvstacks-docker-runtime-", dir=setting.scratch_parent))
     try:
         scratch.chmod(0o755)
-        argv = ["runtime", "build", "--native", "--python-version", version, "--cache-dir", str(cache), "--json",
+        argv = ["runtime", "build", "--python-version", version, "--cache-dir", str(cache), "--json",
                 *(["--jobs", str(jobs)] if jobs else []), *(["--force"] if force else [])]
         archive = _run_build(client, image, argv, mounts=[
             Mount(site, setting.site_mount, True),
