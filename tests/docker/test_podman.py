@@ -194,6 +194,7 @@ def podman(podman_exe: str) -> Iterator[Service]:
         service.overlay = state / "storage" / "overlay"
         try:
             yield service
+            images.prune_builder_images(service.client, keep=1)  # the storage keeps only the newest builder
         finally:
             service.stop()
 
@@ -359,9 +360,7 @@ def test_home_is_writable_in_podman(podman: Service, podman_builder: images.Buil
 
 
 @dataclass
-class Rootless:
-    """A rootless podman service of ``user``, and what the user runs the tool with."""
-
+class Rootless:  # a rootless podman service of ``user``, and what the user runs the tool with
     service: Service
     user: pwd.struct_passwd
     state: Path
@@ -418,8 +417,7 @@ def _user_dirs(folder: Path, user: pwd.struct_passwd) -> None:
 
 
 def _copy_missing(src: Path, dest: Path, user: pwd.struct_passwd) -> None:
-    """What ``dest`` lacks of ``src`` (not other runs' hidden lock files), given to ``user``."""
-    _user_dirs(dest, user)
+    _user_dirs(dest, user)  # then what it lacks of src (not other runs' hidden lock files)
     shutil.copytree(src, dest, ignore=shutil.ignore_patterns(".*"), dirs_exist_ok=True,
                     copy_function=lambda a, b: b if Path(b).exists() else shutil.copy2(a, b))
     _give([dest, *dest.rglob("*")], user)
@@ -478,6 +476,7 @@ def rootless(podman_exe: str, podman: Service, podman_base: images.BaseImage,
         found = Rootless(service, user, state, state / "venv" / "bin" / "python", {**env, "DOCKER_HOST": service.url})
         _user_tool(found)
         yield found
+        found.run([found.python, "-m", "venvstacks_docker", "-q", "image", "prune"])  # by the user's memos
     finally:
         service.stop()
 
