@@ -115,7 +115,7 @@ def _finish(spec: StackSpec, plan: _plan.Plan, *, show: bool, show_only: bool, j
         if len(runs) > 1:
             from venvstacks_docker import ui
 
-            ui.current().note(f"{plan.command} for {each.platform}, on {engines.for_platform(each.platform)}")
+            ui.current().step(f"{plan.command} for {each.platform}, on {engines.for_platform(each.platform)}")
         if render.show_plan(spec, each, show=show, show_only=show_only, json_output=json_output):
             continue
         outcome = _execute(spec, each, native=native, base_image=base_image, engines=engines)
