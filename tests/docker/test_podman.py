@@ -349,9 +349,6 @@ def test_builder_container_is_sandboxed_in_podman(podman: Service, podman_builde
     assert podman.client.containers.list(all=True) == []
 
 
-@pytest.mark.xfail(strict=True, reason=(  # fix: `notmpcopyup` in podman's tmpfs options (Docker refuses it)
-    "podman copies the image's /tmp into the tmpfs (tmpcopyup), and its copy of /tmp/home loses the "
-    "group and other write bits (1777 -> 1755): HOME is not writable for the container's user"))
 def test_home_is_writable_in_podman(podman: Service, podman_builder: images.BuilderImage) -> None:
     assert _probe(podman, podman_builder.tag)[-1] == "home-writable"
 

@@ -43,6 +43,7 @@ from venvstacks_docker.host.container_settings import (  # noqa: F401 - re-expor
     placement,
     tmpfs_mounts,
 )
+from venvstacks_docker.host.engine import engine_info
 from venvstacks_docker.host.orphans import (
     LABEL_KEEP,
     LABEL_OWNER,
@@ -304,7 +305,7 @@ class BuilderContainer:
             read_only=True,
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
-            tmpfs=tmpfs_mounts(),
+            tmpfs=tmpfs_mounts(podman=engine_info(self.client).name == "podman"),
             **placement(),
         )
         try:

@@ -42,13 +42,17 @@ def container_environment(
     return env
 
 
-def tmpfs_mounts() -> dict[str, str]:
+def tmpfs_mounts(*, podman: bool = False) -> dict[str, str]:
     """The tmpfs mounts of a builder container (target -> mount options).
 
     ``/tmp`` is the only writable place besides the bind mounts: sticky and
     world-writable like a real ``/tmp``, executable (build tools may run scripts from
     it), no device files or setuid.  Its size is ``VENVSTACKS_DOCKER_TMP_SIZE`` (default
     1g; memory is used only as files fill it).
+
+    podman copies the image's ``/tmp`` into a tmpfs unless told not to (``notmpcopyup``,
+    an option Docker refuses): the copy of ``/tmp/home`` would keep the image's owner
+    and modes, and HOME would not be writable.  Docker starts every tmpfs empty.
 
     :raises ContainerError: for a size that is not a number with an optional k/m/g.
     """
@@ -57,7 +61,8 @@ def tmpfs_mounts() -> dict[str, str]:
         raise ContainerError(
             f"{TMP_SIZE_ENV}={size!r} is not a size", hint=f"use e.g. {TMP_SIZE_ENV}=4g"
         )
-    return {"/tmp": f"rw,exec,nosuid,nodev,size={size},mode=1777"}
+    options = f"rw,exec,nosuid,nodev,size={size},mode=1777"
+    return {"/tmp": options + ",notmpcopyup" if podman else options}
 
 
 def container_user(user: str | None) -> tuple[str, bool]:
