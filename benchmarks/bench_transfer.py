@@ -115,7 +115,10 @@ up once (store, uv cache, built environments), then each round publishes into a 
 output folder, so the whole publication comes back. The difference is the cost of the
 transfer itself, on one machine: over a network, add the time the bytes take on the
 wire (inputs, the wheels and runtimes the engine's store lacks, and the publication).
-This section is written by the script (`--update-doc docs/benchmarks.md`)."""
+Run as root, mount mode also hands its writable folders (build folder, uv cache, output
+folder) to the sandbox user and back, entry by entry, which copy mode's volumes do not
+need: that can make copy mode the faster of the two. This section is written by the
+script (`--update-doc docs/benchmarks.md`)."""
 
 
 def main() -> None:
