@@ -22,34 +22,19 @@ The archives of the offline run are compared with the connected run's (sha256).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from _docblock import update_block  # the script's own folder is on sys.path
+from _bench import digests, timed  # the script's own folder is on sys.path
+from _docblock import update_block
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample_project"
 CLI = [sys.executable, "-m", "venvstacks_docker"]
-
-
-def _run(argv: list[str], *, env: dict[str, str] | None = None) -> float:
-    start = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
-    elapsed = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"failed ({proc.returncode}): {' '.join(argv)}\n{proc.stderr[-3000:]}")
-    return elapsed
-
-
-def _digests(folder: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*.tar.xz"))}
 
 
 def one_round(work: Path) -> dict[str, float | int | bool]:
@@ -58,16 +43,16 @@ def one_round(work: Path) -> dict[str, float | int | bool]:
     # both publishes start with an empty uv cache (uv unpacks every wheel into it once); the
     # connected one keeps this machine's wheel, runtime and image caches, as a connected host does
     fresh_uv = {**os.environ, "UV_CACHE_DIR": str(work / "uv-connected")}
-    connected = _run([*CLI, "build", "--publish", "--clean", str(spec_dir), "--output-dir", str(work / "conn")],
+    connected = timed([*CLI, "build", "--publish", "--clean", str(spec_dir), "--output-dir", str(work / "conn")],
                      env=fresh_uv)
     bundle = work / "sample.bundle.tar"
-    bundling = _run([*CLI, "bundle", str(spec_dir), "-o", str(bundle)])
+    bundling = timed([*CLI, "bundle", str(spec_dir), "-o", str(bundle)])
     home = work / "offline-home"
     env = {**os.environ, "VENVSTACKS_DOCKER_CACHE": str(home / "cache"), "UV_CACHE_DIR": str(home / "uv")}
-    offline = _run(["unshare", "--net", "--", *CLI, "publish", "--from-bundle", str(bundle),
+    offline = timed(["unshare", "--net", "--", *CLI, "publish", "--from-bundle", str(bundle),
                     "--build-dir", str(work / "off-build"), "--output-dir", str(work / "off")], env=env)
     return {"connected": connected, "bundle": bundling, "offline": offline, "size": bundle.stat().st_size,
-            "same": _digests(work / "conn") == _digests(work / "off") != {}}
+            "same": digests(work / "conn") == digests(work / "off") != {}}
 
 
 def measure(repeat: int) -> list[str]:

@@ -20,17 +20,16 @@ at the end.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import platform
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from _docblock import update_block  # the script's own folder is on sys.path
+from _bench import digests, timed  # the script's own folder is on sys.path
+from _docblock import update_block
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample_project"
@@ -40,16 +39,7 @@ MODES = ("mount", "copy")
 
 def _publish(spec: Path, out: Path, mode: str) -> float:
     argv = [*CLI, "build", "--publish", "--clean", "--transfer", mode, "--output-dir", str(out), str(spec)]
-    start = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
-    elapsed = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"failed ({proc.returncode}): {' '.join(argv)}\n{proc.stderr[-3000:]}")
-    return elapsed
-
-
-def _digests(folder: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*.tar.xz"))}
+    return timed(argv)
 
 
 def _remove_volumes(prefix: Path) -> None:
@@ -77,7 +67,7 @@ def measure(work: Path, repeat: int) -> dict[str, list[float] | bool]:
     for index in range(repeat):
         for mode in MODES:  # alternate, so a change of load hits both
             times[mode].append(_publish(specs[mode], specs[mode].parent / f"_out{index}", mode))
-        same = same and _digests(work / "mount" / f"_out{index}") == _digests(work / "copy" / f"_out{index}") != {}
+        same = same and digests(work / "mount" / f"_out{index}") == digests(work / "copy" / f"_out{index}") != {}
         print(f"round {index + 1}: " + ", ".join(f"{m} {times[m][-1]:.1f}s" for m in MODES), flush=True)
     return {**times, "same": same}
 
