@@ -23,11 +23,10 @@ from packaging.utils import canonicalize_name
 from venvstacks_docker import platforms as _plat
 from venvstacks_docker._run import run
 from venvstacks_docker.errors import LockError
-from venvstacks_docker.host.images.common import TOOL_PY_MINOR
-from venvstacks_docker.host.images.tool import find_tool_wheel
+from venvstacks_docker.host.images.common import TOOL_PY_MINOR, host_target
+from venvstacks_docker.host.images.tool import UV_PLATFORM, find_tool_wheel
 from venvstacks_docker.wheels import WheelRef, ensure_wheels
 
-_UV_PLATFORM = {"x86_64": "x86_64-manylinux_2_28", "aarch64": "aarch64-manylinux_2_28"}
 TOOL_NAME = "venvstacks-docker"
 
 
@@ -53,10 +52,7 @@ def installed_pins(name: str = TOOL_NAME) -> list[str]:
 
 
 def _targets() -> list[tuple[str, str]]:
-    import platform
-
-    arch = {"amd64": "x86_64", "arm64": "aarch64"}.get(platform.machine().lower(), platform.machine().lower())
-    uv_platform = _UV_PLATFORM.get(arch, _UV_PLATFORM["x86_64"])
+    uv_platform = UV_PLATFORM[host_target()]  # the builder image's platform on this machine
     targets = [(TOOL_PY_MINOR, uv_platform)]
     here = f"{sys.version_info.major}.{sys.version_info.minor}"
     if here != TOOL_PY_MINOR:

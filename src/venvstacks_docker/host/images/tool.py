@@ -24,7 +24,8 @@ from venvstacks_docker.host.images.common import (
 from venvstacks_docker.metadata import sha256_file
 from venvstacks_docker.resources import source_root
 
-_UV_PLATFORM = {
+#: uv's ``--python-platform`` for each builder target (the builder image's wheels).
+UV_PLATFORM = {
     "linux_x86_64": "x86_64-manylinux_2_28",
     "linux_aarch64": "aarch64-manylinux_2_28",
 }
@@ -137,7 +138,7 @@ def install_site(wheel: Path, target: str, site: Path, bin_dir: Path) -> None:
         [
             uv.find_uv_bin(), "pip", "install", "--quiet",
             "--target", scratch,
-            "--python-platform", _UV_PLATFORM[target],
+            "--python-platform", UV_PLATFORM[target],
             "--python-version", TOOL_PY_MINOR,
             "--only-binary", ":all:",
             "--link-mode", "copy",
