@@ -103,6 +103,13 @@ class BundleError(VenvstacksDockerError):
     return_code = 14
 
 
+class EmulationError(VenvstacksDockerError):
+    """Programs of another architecture cannot run here: qemu user-mode emulation is not
+    installed, not registered with binfmt_misc, or the kernel does not allow it."""
+
+    return_code = 15
+
+
 class Interrupted(VenvstacksDockerError):
     """The user interrupted the run (Ctrl-C or SIGTERM)."""
 
@@ -125,5 +132,6 @@ EXIT_CODES: dict[int, str] = {
     12: "diff found differences between its inputs",
     13: "audit: a run under some variation differs from the reference",
     14: "bundle: damaged, incomplete or edited, or made for another lock, platform or tool version",
+    15: "emulation: programs of another architecture cannot run here (qemu user-mode, binfmt_misc)",
     130: "interrupted",
 }

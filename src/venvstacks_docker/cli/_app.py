@@ -77,22 +77,24 @@ def run_plan_command(plan_file: Annotated[Path, typer.Argument()]) -> None:
 
 
 def _register_subapps(args: list[str]) -> None:
-    """Add the ``runtime``, ``image`` and ``bundle`` groups, importing them only when needed.
+    """Add the ``runtime``, ``image``, ``bundle`` and ``emulation`` groups, importing them only when needed.
 
     (The image group pulls in the Docker SDK, which would slow every other command.)
     """
-    groups = {"runtime", "image", "bundle"}
+    groups = {"runtime", "image", "bundle", "emulation"}
     words = [a for a in args if not a.startswith("-")]
     wanted = groups if not words else {words[0]}
     if _registered or (not wanted & groups and not any(a in ("-h", "--help") for a in args)):
         return
     from venvstacks_docker.cli.bundle import bundle_app
+    from venvstacks_docker.cli.emulation import emulation_app
     from venvstacks_docker.cli.image import image_app
     from venvstacks_docker.cli.runtime import runtime_app
 
     app.add_typer(runtime_app, name="runtime")
     app.add_typer(image_app, name="image", help="Builder images: render, build, bootstrap a base, list, prune.")
     app.add_typer(bundle_app, name="bundle")
+    app.add_typer(emulation_app, name="emulation")
     _registered.append(True)
 
 

@@ -189,14 +189,10 @@ def _check_bootstrap_prerequisites(target: str) -> str:
             hint="install it (`apt-get install debootstrap`; on Fedora `dnf install debootstrap`)",
         )
     if target != host_target():
-        binfmt = Path("/proc/sys/fs/binfmt_misc") / f"qemu-{target.removeprefix('linux_')}"
-        if not binfmt.exists():
-            raise ContainerError(
-                f"bootstrapping a {target} base on a {host_target()} machine needs qemu "
-                "user-mode emulation, which is not registered here",
-                hint="install qemu-user-static and binfmt-support, or bootstrap on a "
-                f"{target} machine and move the image with `docker save`/`docker load`",
-            )
+        # debootstrap's second stage runs the target's programs in a chroot
+        from venvstacks_docker.emulation import require_emulation
+
+        require_emulation(target)
     return exe
 
 
