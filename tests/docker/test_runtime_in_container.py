@@ -24,10 +24,9 @@ from venvstacks_docker.host.container import BuilderContainer
 from venvstacks_docker.host.container_settings import HOSTNAME_ENV
 from venvstacks_docker.host.images.common import image_or_none
 from venvstacks_docker.host.orphans import LABEL_OWNER, ROLE_BUILDER, Owner
-from venvstacks_docker.host.runtime_container import (
+from venvstacks_docker.host.runtime_container import BuildSetting, build_runtime_in_container
+from venvstacks_docker.host.runtime_images import (
     DEFAULT_RUNTIME_SUITE,
-    BuildSetting,
-    build_runtime_in_container,
     ensure_runtime_builder,
     runtime_builder_packages,
 )

@@ -40,6 +40,15 @@ def build(
         "--suite", metavar="SUITE",
         help="Debian suite of the build container (with --in-container); bullseye is the oldest one "
         "deb.debian.org still serves.")] = "bullseye",
+    target: Annotated[str | None, typer.Option(
+        "--target", metavar="PLATFORM",
+        help="Build for this platform (linux_x86_64 or linux_aarch64; default: this machine's). Another "
+        "architecture is cross-compiled with Debian's cross toolchain (with --in-container, in a cross "
+        "builder image); its smoke test runs under qemu user-mode emulation.")] = None,
+    build_python: Annotated[str | None, typer.Option(
+        "--build-python", metavar="PATH",
+        help="The CPython of the same X.Y for this machine that a cross build runs (default: the one "
+        "running this command, when it is X.Y).")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the archive's metadata as JSON.")] = False,
 ) -> None:
     """Build a relocatable CPython runtime archive from a pinned, hash-checked Debian source tarball.
@@ -49,20 +58,24 @@ def build(
     build runs in a container of Debian 11 and aims at glibc 2.28 (venvstacks' default target);
     the archive name carries the measured floor (cpython-3.11.2+vsd4.glibc2.28-...).
     """
-    from venvstacks_docker.runtime_build import build_runtime, read_sidecar
+    from venvstacks_docker.runtime_build import BUILD_PLATFORMS, build_runtime, read_sidecar
 
     version = legacy_version or python_version
     if not re.fullmatch(r"[a-z][a-z0-9-]*", suite):
         raise SpecError(f"--suite {suite!r} is not a Debian suite name", hint="for example: --suite bullseye")
-    with ui.current().phase(f"building CPython {version}" + (f" in a Debian {suite} container" if in_container
-                                                              else "")):
+    if target is not None and target not in BUILD_PLATFORMS:
+        raise SpecError(f"--target {target!r}: runtimes are built for " + " and ".join(BUILD_PLATFORMS),
+                        hint="for example: --target linux_aarch64")
+    where = f" in a Debian {suite} container" if in_container else ""
+    with ui.current().phase(f"building CPython {version}" + (f" for {target}" if target else "") + where):
         if in_container:
             from venvstacks_docker.host.runtime_container import build_runtime_in_container
 
             archive = build_runtime_in_container(version, suite=suite, cache=cache_dir, jobs=jobs, force=force,
-                                                 output_dir=output_dir)
+                                                 output_dir=output_dir, target=target)
         else:
-            archive = build_runtime(version, cache=cache_dir, jobs=jobs, force=force, output_dir=output_dir)
+            archive = build_runtime(version, cache=cache_dir, jobs=jobs, force=force, output_dir=output_dir,
+                                    target=target, build_python=build_python)
     meta = read_sidecar(archive)
     if json_output:
         emit_json("runtime", {**meta, "path": str(archive)})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
 import time
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from packaging.version import Version
 
+from venvstacks_docker.emulation import require_emulation
 from venvstacks_docker.errors import RuntimeArchiveError
 from venvstacks_docker.locking import exclusive
 from venvstacks_docker.platforms import usable_cpus
@@ -29,6 +31,9 @@ from venvstacks_docker.runtime_build.recipe import (
     ensure_build_dependencies,
     host_triple,
     inputs_digest,
+    is_cross,
+    library_dirs,
+    target_platform,
 )
 from venvstacks_docker.runtime_build.relocate import (
     carry_libraries,
@@ -53,23 +58,29 @@ def build_runtime(
     jobs: int | None = None,
     force: bool = False,
     output_dir: Path | None = None,
+    target: str | None = None,
+    build_python: str | None = None,
 ) -> Path:
     """Build (or reuse from the cache) the install_only archive for CPython ``version``.
 
     Returns the archive path inside ``<cache>/runtimes/<sha256>/``.  With ``output_dir`` a
-    copy of the archive and its sidecar is also placed there.
+    copy of the archive and its sidecar is also placed there.  ``target`` (default: this
+    machine) may name another architecture: a cross build, which runs ``build_python``
+    (default: this interpreter, when it is the same CPython minor version).
     """
     pin = check_version(version)
     if sys.platform != "linux":
         raise RuntimeArchiveError("building a runtime from source is only supported on Linux")
+    target = target_platform(target)
+    build_python = _build_python(pin, build_python) if is_cross(target) else None
     cache = Path(cache) if cache is not None else cache_root()
     if not force:
-        cached = find_cached_build(version, inputs_digest(build_inputs(version)), cache)
+        cached = find_cached_build(version, inputs_digest(build_inputs(version, target, build_python)), cache)
         if cached is not None:
             log.info("reusing cached runtime %s", cached)
             return copy_out(cached, output_dir)
-    ensure_build_dependencies()
-    inputs = build_inputs(version)  # again: apt-get may just have installed packages
+    ensure_build_dependencies(target)
+    inputs = build_inputs(version, target, build_python)  # again: apt-get may just have installed packages
     digest = inputs_digest(inputs)
 
     # The build directory is fixed (for determinism), so the lock lives next to it: two
@@ -80,23 +91,45 @@ def build_runtime(
         if cached is not None:
             log.info("reusing cached runtime %s", cached)
             return copy_out(cached, output_dir)
-        result = _build(pin, cache, jobs or usable_cpus(), inputs, digest)
+        result = _build(pin, cache, jobs or usable_cpus(), inputs, digest, (target, build_python))
     return copy_out(result, output_dir)
 
 
-def _build(pin: SourcePin, cache: Path, jobs: int, inputs: dict[str, object], digest: str) -> Path:
+def _build_python(pin: SourcePin, given: str | None) -> str:
+    """The interpreter a cross build runs: ``given``, else this one (same minor version)."""
+    if given:
+        return given
+    minor = ".".join(pin.version.split(".")[:2])
+    if f"{sys.version_info[0]}.{sys.version_info[1]}" != minor:
+        raise RuntimeArchiveError(
+            f"cross-building CPython {pin.version} needs a CPython {minor} for this machine to run "
+            f"during the build, and this is {sys.version.split()[0]}",
+            hint="pass --build-python PATH, or build with --in-container (its image has one)",
+        )
+    return sys.executable
+
+
+def _build(pin: SourcePin, cache: Path, jobs: int, inputs: dict[str, object], digest: str,
+           cross: tuple[str, str | None]) -> Path:
     """Compile, relocate, check and pack one runtime into the cache (the build lock held)."""
     t0 = time.monotonic()
+    target, build_python = cross
+    triple = host_triple(target)
     pyver = ".".join(pin.version.split(".")[:2])
     tarball = fetch_source(pin, cache)
-    work = build_root() / f"cpython-{pin.version}"
-    tree = compile_source(pin, tarball, work, jobs)
-    carried = carry_libraries(tree)
-    lowered = lower_symbol_versions(tree, COMPAT_SYMBOLS, BASE_SYMBOL_VERSION[host_triple()], GLIBC_TARGET)
+    # (a native build keeps the folder name it always had: cross builds get their own)
+    work = build_root() / (f"cpython-{pin.version}-{target}" if is_cross(target) else f"cpython-{pin.version}")
+    tree = compile_source(pin, tarball, work, jobs, target=target, build_python=build_python)
+    carried = carry_libraries(tree, library_dirs(target) if is_cross(target) else ())
+    lowered = lower_symbol_versions(tree, COMPAT_SYMBOLS, BASE_SYMBOL_VERSION[triple], GLIBC_TARGET)
     normalise_tree(tree, pyver, work / "src")
     leftovers = leftover_build_paths(tree, work)
     if leftovers:
         log.warning("build path still present in: %s", ", ".join(leftovers[:10]))
+    if is_cross(target) and os.environ.get("VENVSTACKS_DOCKER_IN_CONTAINER") != "1":
+        # the smoke test runs the target's interpreter (in a builder container, binfmt_misc
+        # is the host's, and the host checked it before starting the container)
+        require_emulation(target)
     openssl = smoke_test(tree, pyver)
     remove_bytecode(tree)  # belt and braces: nothing compiled may reach the archive
     needs = glibc_needs(tree)
@@ -108,7 +141,7 @@ def _build(pin: SourcePin, cache: Path, jobs: int, inputs: dict[str, object], di
         "implementation": "cpython",
         "python_version": pin.version,
         "build_tag": BUILD_TAG,
-        "target_triple": host_triple(),
+        "target_triple": triple,
         "glibc_floor": floor,
         "crt_features": [f"glibc-max-symbol-version:{floor}"],
         "glibc_target": GLIBC_TARGET,
@@ -121,7 +154,7 @@ def _build(pin: SourcePin, cache: Path, jobs: int, inputs: dict[str, object], di
         "build_inputs": inputs,
         "build_inputs_digest": digest,
     }
-    filename = archive_filename(pin.version, host_triple(), floor=floor)
+    filename = archive_filename(pin.version, triple, floor=floor)
     result = store_archive(tree, cache, filename, mtime=pin.source_date_epoch, meta=meta, started=t0)
     shutil.rmtree(work, ignore_errors=True)
     log.info("built %s in %.0f s", result, time.monotonic() - t0)

@@ -21,6 +21,9 @@ from venvstacks_docker.runtime_build.recipe import (
     cflags_nodist,
     compat_header,
     configure_args,
+    host_triple,
+    is_cross,
+    library_dirs,
 )
 
 log = logging.getLogger(__name__)
@@ -49,7 +52,7 @@ def fetch_source(pin: SourcePin, cache: Path) -> Path:
     return target
 
 
-def _build_env(src: Path, epoch: int) -> dict[str, str]:
+def _build_env(src: Path, epoch: int, target: str | None) -> dict[str, str]:
     keep = ("PATH", "HOME", "TMPDIR")
     env = {key: os.environ[key] for key in keep if key in os.environ}
     env.update(
@@ -65,6 +68,10 @@ def _build_env(src: Path, epoch: int) -> dict[str, str]:
         CFLAGS_NODIST=cflags_nodist().replace("@SRC@", str(src)),
         LDFLAGS="-Wl,--build-id=sha1",
     )
+    if is_cross(target):
+        # pkg-config must describe the target's libraries, not this machine's
+        multiarch = library_dirs(target)[0]
+        env["PKG_CONFIG_LIBDIR"] = f"{multiarch}/pkgconfig:/usr/share/pkgconfig"
     return env
 
 
@@ -87,14 +94,19 @@ def _unpack(tarball: Path, work: Path) -> Path:
     return src
 
 
-def compile_source(pin: SourcePin, tarball: Path, work: Path, jobs: int) -> Path:
-    """Unpack, configure, make and install into ``work/destdir``; return the install tree."""
+def compile_source(pin: SourcePin, tarball: Path, work: Path, jobs: int, *, target: str | None = None,
+                   build_python: str | None = None) -> Path:
+    """Unpack, configure, make and install into ``work/destdir``; return the install tree.
+
+    For another architecture (``target``), configure crosses with ``build_python``.
+    """
     src = _unpack(tarball, work)
-    (src / COMPAT_HEADER).write_text(compat_header(), encoding="utf-8")
-    env = _build_env(src, pin.source_date_epoch)
+    (src / COMPAT_HEADER).write_text(compat_header(host_triple(target)), encoding="utf-8")
+    env = _build_env(src, pin.source_date_epoch, target)
     t0 = time.monotonic()
-    log.info("configure (%s)", " ".join(configure_args(pin.version)))
-    run(["./configure", *configure_args(pin.version)], cwd=src, env=env,
+    args = configure_args(pin.version, target, build_python)
+    log.info("configure (%s)", " ".join(args))
+    run(["./configure", *args], cwd=src, env=env,
         what="CPython configure", error=RuntimeArchiveError)
     log.info("make -j%d", jobs)
     run(["make", f"-j{jobs}"], cwd=src, env=env, what="CPython make", error=RuntimeArchiveError)

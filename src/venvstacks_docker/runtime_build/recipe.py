@@ -32,8 +32,13 @@ BUILD_TAG = f"vsd{RECIPE_REVISION}"
 INSTALL_PREFIX = "/install"
 #: What the real build directory is rewritten to in compiled code and sysconfig data.
 MAPPED_BUILD_DIR = "/build"
-#: The platforms a runtime can be built on (and for: builds are never cross builds).
+#: The platforms a runtime can be built for.  A build for another architecture than the
+#: machine's is a cross build (Debian's cross toolchain and the target's ``-dev``
+#: packages of that architecture, installed side by side with dpkg's multiarch).
 BUILD_PLATFORMS = ("linux_x86_64", "linux_aarch64")
+#: GNU triplets (Debian's multiarch names) and Debian architectures of the build platforms.
+GNU_TRIPLET = {"linux_x86_64": "x86_64-linux-gnu", "linux_aarch64": "aarch64-linux-gnu"}
+DEBIAN_ARCH = {"linux_x86_64": "amd64", "linux_aarch64": "arm64"}
 
 
 @dataclass(frozen=True)
@@ -65,12 +70,8 @@ PINS: dict[str, SourcePin] = {
     ),
 }
 
-#: Debian packages needed to build (checked with dpkg-query, installed with apt-get as root).
-BUILD_DEPENDENCIES: tuple[str, ...] = (
-    "build-essential",
-    "pkg-config",
-    "binutils",
-    "patchelf",
+#: The libraries CPython's extension modules link against (the target's ``-dev`` packages).
+LIBRARY_DEPENDENCIES: tuple[str, ...] = (
     "libssl-dev",
     "libsqlite3-dev",
     "libreadline-dev",
@@ -84,6 +85,11 @@ BUILD_DEPENDENCIES: tuple[str, ...] = (
     "uuid-dev",
     "libcrypt-dev",
 )
+#: Build tools of the machine the build runs on.
+BUILD_TOOLS: tuple[str, ...] = ("build-essential", "pkg-config", "binutils", "patchelf")
+#: Debian packages needed to build natively (checked with dpkg-query, installed with
+#: apt-get as root).
+BUILD_DEPENDENCIES: tuple[str, ...] = (*BUILD_TOOLS, *LIBRARY_DEPENDENCIES)
 
 #: Recorded in the build inputs besides :data:`BUILD_DEPENDENCIES`: the C library the
 #: runtime is linked against decides its glibc floor.
@@ -141,16 +147,54 @@ RELOCATABLE_SHEBANG = (
 # --------------------------------------------------------------------------- names and paths
 
 
-def host_triple() -> str:
-    """The target triple of this machine (:func:`~venvstacks_docker.platforms.current_platform`),
-    which is what a build here makes."""
-    plat = current_platform()
+def target_platform(target: str | None = None) -> str:
+    """The platform a build makes a runtime for: ``target``, or this machine's."""
+    plat = target or current_platform()
     if plat not in BUILD_PLATFORMS:
         raise RuntimeArchiveError(
-            f"cannot build a runtime on {plat}",
-            hint="building runtimes is supported on x86_64 and aarch64 Linux",
+            f"cannot build a runtime {'for' if target else 'on'} {plat}",
+            hint="runtimes are built on x86_64 and aarch64 Linux, for linux_x86_64 and linux_aarch64",
         )
-    return PLATFORM_TRIPLES[plat]
+    return plat
+
+
+def host_triple(target: str | None = None) -> str:
+    """The target triple of the runtime a build makes (``target``, default: this machine,
+    :func:`~venvstacks_docker.platforms.current_platform`)."""
+    return PLATFORM_TRIPLES[target_platform(target)]
+
+
+def is_cross(target: str | None) -> bool:
+    """Whether building for ``target`` is a cross build (another architecture than this machine's)."""
+    return target is not None and target_platform(target) != target_platform(None)
+
+
+def build_dependencies(target: str | None = None) -> tuple[str, ...]:
+    """The Debian packages a build for ``target`` needs: :data:`BUILD_DEPENDENCIES`, or for
+    a cross build the build tools, the cross compiler and the target's libraries
+    (``libssl-dev:arm64``...)."""
+    if not is_cross(target):
+        return BUILD_DEPENDENCIES
+    plat = target_platform(target)
+    arch = DEBIAN_ARCH[plat]
+    return (*BUILD_TOOLS, f"crossbuild-essential-{arch}", *(f"{name}:{arch}" for name in LIBRARY_DEPENDENCIES))
+
+
+def recorded_packages(target: str | None = None) -> tuple[str, ...]:
+    """The packages whose versions a build for ``target`` records (its dependencies and libc)."""
+    libc = f"libc6-dev:{DEBIAN_ARCH[target_platform(target)]}" if is_cross(target) else "libc6-dev"
+    return (*build_dependencies(target), libc)
+
+
+def compiler(target: str | None = None) -> str:
+    """The C compiler of a build for ``target`` (``aarch64-linux-gnu-gcc`` when crossing)."""
+    return f"{GNU_TRIPLET[target_platform(target)]}-gcc" if is_cross(target) else "gcc"
+
+
+def library_dirs(target: str | None = None) -> tuple[Path, ...]:
+    """Where a cross build finds the target's shared libraries (multiarch folders)."""
+    triplet = GNU_TRIPLET[target_platform(target)]
+    return (Path("/usr/lib") / triplet, Path("/lib") / triplet)
 
 
 def archive_filename(version: str, triple: str | None = None, *, floor: str | None = None) -> str:
@@ -201,16 +245,24 @@ def _dpkg_versions(packages: Sequence[str]) -> dict[str, str | None]:
     return result
 
 
-def ensure_build_dependencies() -> dict[str, str]:
-    """Make sure the Debian build dependencies are there; install them as root if not."""
+def ensure_build_dependencies(target: str | None = None) -> dict[str, str]:
+    """Make sure the Debian build dependencies are there; install them as root if not
+    (not for a cross build: that needs another architecture added to dpkg, which the
+    runtime builder image of ``runtime build --in-container`` has)."""
+    wanted = build_dependencies(target)
     if shutil.which("dpkg-query") is None:
-        log.warning("not a Debian-like host: cannot check build dependencies %s", BUILD_DEPENDENCIES)
+        log.warning("not a Debian-like host: cannot check build dependencies %s", wanted)
         return {}
-    versions = _dpkg_versions(BUILD_DEPENDENCIES)
+    versions = _dpkg_versions(wanted)
     missing = [name for name, version in versions.items() if version is None]
+    if missing and is_cross(target):
+        raise RuntimeArchiveError(
+            f"cross-building for {target} needs Debian packages this machine lacks: " + " ".join(missing),
+            hint=f"build it in a container instead: venvstacks-docker runtime build --in-container --target {target}",
+        )
     if missing:
         _apt_install(missing)
-        versions = _dpkg_versions(BUILD_DEPENDENCIES)
+        versions = _dpkg_versions(wanted)
         still = [name for name, version in versions.items() if version is None]
         if still:
             raise RuntimeArchiveError("apt-get did not install: " + " ".join(still))
@@ -233,16 +285,18 @@ def _apt_install(missing: list[str]) -> None:
         run(install, env=env, what="apt-get install", error=RuntimeArchiveError)
 
 
-def _compiler_identity() -> str:
-    return run(["gcc", "--version"], capture=True, what="gcc --version").splitlines()[0].strip()
+def _compiler_identity(target: str | None = None) -> str:
+    cc = compiler(target)
+    return run([cc, "--version"], capture=True, what=f"{cc} --version").splitlines()[0].strip()
 
 
 # --------------------------------------------------------------------------- inputs
 
 
-def build_inputs(version: str) -> dict[str, object]:
+def build_inputs(version: str, target: str | None = None, build_python: str | None = None) -> dict[str, object]:
     """Everything that determines the archive bytes (its digest is the cache key)."""
     pin = PINS[version]
+    cross = {"build_platform": target_platform(None), "build_python": build_python} if is_cross(target) else {}
     return {
         "implementation": "cpython",
         "version": version,
@@ -250,15 +304,16 @@ def build_inputs(version: str) -> dict[str, object]:
         "source_sha256": pin.sha256,
         "source_date_epoch": pin.source_date_epoch,
         "recipe_revision": RECIPE_REVISION,
-        "target_triple": host_triple(),
-        "configure_args": configure_args(version),
+        "target_triple": host_triple(target),
+        **cross,
+        "configure_args": configure_args(version, target, build_python),
         "cflags": cflags(),
         "disabled_modules": list(DISABLED_MODULES),
         "configure_caps": list(CONFIGURE_CAPS),
-        "compat_header": compat_header(),
-        "compiler": _compiler_identity(),
+        "compat_header": compat_header(host_triple(target)),
+        "compiler": _compiler_identity(target),
         "userland": userland(),
-        "host_packages": _dpkg_versions(RECORDED_PACKAGES),
+        "host_packages": _dpkg_versions(recorded_packages(target)),
     }
 
 
@@ -267,8 +322,9 @@ def inputs_digest(inputs: dict[str, object]) -> str:
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
 
-def configure_args(version: str) -> list[str]:
-    """The ``./configure`` arguments for CPython ``version``."""
+def configure_args(version: str, target: str | None = None, build_python: str | None = None) -> list[str]:
+    """The ``./configure`` arguments for CPython ``version`` (built for ``target``; a cross
+    build runs ``build_python``, the same CPython version built for this machine)."""
     args = [
         f"--prefix={INSTALL_PREFIX}",
         "--with-ensurepip=install",
@@ -278,6 +334,10 @@ def configure_args(version: str) -> list[str]:
     ]
     args += [f"py_cv_module_{name}=n/a" for name in DISABLED_MODULES]
     args += list(CONFIGURE_CAPS)
+    if is_cross(target):
+        # configure cannot probe the target's /dev when it cannot run target programs
+        args += [f"--build={GNU_TRIPLET[target_platform(None)]}", f"--host={GNU_TRIPLET[target_platform(target)]}",
+                 f"--with-build-python={build_python}", "ac_cv_file__dev_ptmx=yes", "ac_cv_file__dev_ptc=no"]
     return args
 
 

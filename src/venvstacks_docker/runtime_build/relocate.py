@@ -64,13 +64,27 @@ def _resolve_with_ldd(path: Path) -> dict[str, Path]:
     return found
 
 
+def _resolve_in(folders: tuple[Path, ...], needs: list[str], elf: Path) -> dict[str, Path]:
+    """Find ``needs`` in ``folders`` (a cross build: the target's libraries cannot be
+    listed by running its loader, so they are looked up where multiarch puts them)."""
+    found: dict[str, Path] = {}
+    for soname in needs:
+        path = next((folder / soname for folder in folders if (folder / soname).exists()), None)
+        if path is None:
+            raise RuntimeArchiveError(f"{elf.name} needs {soname}, which is in none of "
+                                      + ", ".join(str(f) for f in folders))
+        found[soname] = path
+    return found
+
+
 def _set_rpath(elf: Path, rpath: str) -> None:
     run(["patchelf", "--set-rpath", rpath, elf], what=f"patchelf {elf.name}", error=RuntimeArchiveError)
 
 
-def carry_libraries(tree: Path) -> dict[str, str]:
+def carry_libraries(tree: Path, search: tuple[Path, ...] = ()) -> dict[str, str]:
     """Copy non-glibc shared libraries into ``python/lib`` and point RUNPATHs at them.
 
+    They are located with ``ldd``, or in the ``search`` folders (a cross build's).
     Returns ``{soname: the host file it was copied from}``.
     """
     libdir = tree / "lib"
@@ -81,7 +95,7 @@ def carry_libraries(tree: Path) -> dict[str, str]:
         needs = [n for n in _needed(elf) if not GLIBC_SONAME.match(n)]
         if not needs:
             continue
-        resolved = _resolve_with_ldd(elf)
+        resolved = _resolve_in(search, needs, elf) if search else _resolve_with_ldd(elf)
         for soname in needs:
             if soname in carried:
                 continue
