@@ -113,19 +113,30 @@ def runtime_request(ctx: BuildContext, layer: LayerSpec) -> _runtimes.RuntimeReq
     )
 
 
-def pinned_runtime_sha(spec: StackSpec, rt: LayerSpec) -> str | None:
-    """The sha256 of the runtime archive that ``rt``'s lock pinned, if any (and still valid)."""
+def runtime_pin(spec: StackSpec, rt: LayerSpec, platform: str | None = None) -> dict[str, str]:
+    """The runtime archive (``name``, ``sha256``) that ``rt``'s lock pinned, if any, still
+    valid and (given a ``platform``) an archive for that platform: a lock pins the archive
+    of the platform it was made on, so another platform's build takes its own archive."""
     meta = _lock.read_meta(spec, rt) or {}
     if meta.get("python_implementation") != rt.python_implementation:
-        return None
-    pin = meta.get("runtime_archive") or {}
-    return pin.get("sha256")
+        return {}
+    pin: dict[str, str] = meta.get("runtime_archive") or {}
+    if platform is not None and pin.get("name"):
+        request = _runtimes.RuntimeRequest(implementation=rt.implementation, version=rt.py_version, platform=platform)
+        if not _runtimes.archive_name_pattern(request).match(pin["name"]):
+            return {}
+    return pin
+
+
+def pinned_runtime_sha(spec: StackSpec, rt: LayerSpec, platform: str | None = None) -> str | None:
+    """The sha256 of :func:`runtime_pin`, if any."""
+    return runtime_pin(spec, rt, platform).get("sha256")
 
 
 def acquire_runtime_archive(ctx: BuildContext, rt: LayerSpec, *, pinned: bool = True) -> _runtimes.RuntimeArchive:
     """The runtime archive for ``rt``, found or fetched; checked against its lock's pin
     unless ``pinned`` is false."""
-    expected = pinned_runtime_sha(ctx.spec, rt) if pinned else None
+    expected = pinned_runtime_sha(ctx.spec, rt, ctx.platform) if pinned else None
     return _runtimes.acquire_runtime(
         runtime_request(ctx, rt),
         sources=(*ctx.runtime_sources, *ctx.spec.runtime_sources),
@@ -200,7 +211,7 @@ def build_inputs(ctx: BuildContext, layer: LayerSpec) -> dict[str, Any]:
         "uv_version": uv_version(),
         "requirements_hash": meta.get("requirements_hash"),
         "lock_version": meta.get("lock_version"),
-        "runtime_sha256": pinned_runtime_sha(ctx.spec, rt),
+        "runtime_sha256": pinned_runtime_sha(ctx.spec, rt, ctx.platform),
         "platform": ctx.platform,
         "layer_config": layer_config(ctx.spec, layer, ctx.platform),
         "lower_layers": [low.env_name for low in ctx.spec.lower_layers(layer)],

@@ -113,7 +113,7 @@ class PublishedLayer:
 def _our_metadata(ctx: _build.BuildContext, layer: LayerSpec, epoch: int, epoch_source: str,
                   fmt: str) -> dict[str, Any]:
     rt = ctx.spec.runtime_of(layer)
-    rt_meta = (_lock.read_meta(ctx.spec, rt) or {}).get("runtime_archive") or {}
+    rt_meta = _build.runtime_pin(ctx.spec, rt, ctx.platform)
     ours: dict[str, Any] = {
         "metadata_version": METADATA_VERSION,
         "tool_version": __version__,

@@ -88,6 +88,11 @@ RuntimeSourceOpt = Annotated[list[str] | None, typer.Option(
 NativeOpt = Annotated[bool, typer.Option(
     "--native/--container", rich_help_panel=WHERE,
     help="Run on this host, or in a builder container (the default on Linux).")]
+PlatformOpt = Annotated[str | None, typer.Option(
+    "--platform", metavar="PLATFORM", rich_help_panel=WHERE,
+    help="The target platform (default: this machine's). linux_x86_64 or linux_aarch64 builds in a builder "
+    "container of that architecture; another architecture than this machine's runs under qemu emulation "
+    "(`venvstacks-docker emulation status`).")]
 BaseImageOpt = Annotated[str | None, typer.Option(
     "--base-image", metavar="IMAGE", rich_help_panel=WHERE,
     help="Base image of the builder container (default: the stack file's base_image, "

@@ -21,6 +21,7 @@ from venvstacks_docker.bundle_use import Checked, check_fits, open_bundle
 from venvstacks_docker.cli import render
 from venvstacks_docker.cli._common import (
     BUILDING,
+    CONTAINER_PLATFORMS,
     DEFAULT_ENGINES,
     LOCKING,
     OUTPUT,
@@ -35,6 +36,7 @@ from venvstacks_docker.cli._common import (
     JsonOpt,
     LocalWheelsOpt,
     NativeOpt,
+    PlatformOpt,
     ResetLockOpt,
     RuntimeSourceOpt,
     ShowOnlyOpt,
@@ -78,14 +80,29 @@ def register(app: typer.Typer) -> None:
         app.command(name, cls=StageCommand, epilog=epilog)(command)
 
 
+def _target(platform: str | None, native: bool) -> str:
+    """``--platform``: this machine's, or a Linux platform builder containers build for."""
+    here = _plat.current_platform()
+    if platform is None or platform == here:
+        return here
+    if platform not in CONTAINER_PLATFORMS:
+        raise SpecError(f"--platform {platform!r}: builder containers build for " + " and ".join(CONTAINER_PLATFORMS),
+                        hint="macOS and Windows layers build on such a machine (`venvstacks-docker ci github` "
+                        "writes a workflow that does it)")
+    if not in_container(native):
+        raise SpecError(f"--platform {platform} is not this machine's platform ({here}): it builds in a builder "
+                        "container only", hint="drop --native")
+    return platform
+
+
 def _where(spec: StackSpec, build_dir: str, output_dir: str | None = None, *, local_wheels: list[str] | None = None,
            runtime_source: list[str] | None = None, offline: bool = False, index: bool = True,
-           bundle_dir: Path | None = None) -> _plan.Where:
+           bundle_dir: Path | None = None, platform: str | None = None) -> _plan.Where:
     dirs = tuple(resolve_dir(spec, d) for d in local_wheels or ())
     for folder in dirs:
         if not folder.is_dir():
             raise SpecError(f"--local-wheels folder {folder} does not exist")
-    return _plan.Where(platform=_plat.current_platform(), build_dir=resolve_dir(spec, build_dir),
+    return _plan.Where(platform=platform or _plat.current_platform(), build_dir=resolve_dir(spec, build_dir),
                        output_dir=resolve_dir(spec, output_dir) if output_dir else None,
                        runtime_sources=tuple(absolute_source(spec, s) for s in runtime_source or ()),
                        offline=offline, local_wheel_dirs=dirs, query_default_index=index, bundle_dir=bundle_dir)
@@ -198,6 +215,7 @@ def lock(
     json_output: JsonOpt = False,
     runtime_source: RuntimeSourceOpt = None,
     native: NativeOpt = False,
+    platform: PlatformOpt = None,
     base_image: BaseImageOpt = None,
     transfer: TransferOpt = "auto",
     engine: EngineOpt = None,
@@ -206,7 +224,8 @@ def lock(
     spec = load(spec_path)
     selection = _plan.Selection(include=tuple(include or ()), allow_missing=allow_missing,
                                 lock_dependencies=lock_dependencies)
-    where = _where(spec, build_dir, local_wheels=local_wheels, runtime_source=runtime_source, index=index)
+    where = _where(spec, build_dir, local_wheels=local_wheels, runtime_source=runtime_source, index=index,
+                   platform=_target(platform, native))
     plan = _plan.plan_lock(spec, selection, where, if_needed=if_needed, clean=clean,
                            reset_lock=tuple(reset_lock or ()))
     _finish(spec, plan, show=show, show_only=show_only, json_output=json_output, native=native,
@@ -249,6 +268,7 @@ def build(
     json_output: JsonOpt = False,
     runtime_source: RuntimeSourceOpt = None,
     native: NativeOpt = False,
+    platform: PlatformOpt = None,
     base_image: BaseImageOpt = None,
     transfer: TransferOpt = "auto",
     engine: EngineOpt = None,
@@ -274,7 +294,7 @@ def build(
         return
     spec = load(spec_path)
     where = _where(spec, build_dir, output_dir, local_wheels=local_wheels, runtime_source=runtime_source,
-                   offline=offline, index=index)
+                   offline=offline, index=index, platform=_target(platform, native))
 
     def make(platform: str) -> _plan.Plan:
         return _plan.plan_build(spec, selection, replace(where, platform=platform),
@@ -304,6 +324,7 @@ def publish(
     show_only: ShowOnlyOpt = False,
     json_output: JsonOpt = False,
     native: NativeOpt = False,
+    platform: PlatformOpt = None,
     base_image: BaseImageOpt = None,
     transfer: TransferOpt = "auto",
     engine: EngineOpt = None,
@@ -328,7 +349,7 @@ def publish(
         raise SpecError("publish needs the stack file", hint="venvstacks-docker publish path/to/venvstacks.toml "
                         "(or --from-bundle BUNDLE to publish a bundled stack)")
     spec = load(spec_path)
-    where = _where(spec, build_dir, output_dir)
+    where = _where(spec, build_dir, output_dir, platform=_target(platform, native))
 
     def make(platform: str) -> _plan.Plan:
         return _plan.plan_publish(spec, selection, replace(where, platform=platform), force=force, dry_run=dry_run,

@@ -305,6 +305,7 @@ def run_plan_in_container(plan: Plan, spec: StackSpec, *, base_image: str | None
         _settle(plan)
         try:
             with session(endpoint=endpoint) as client, engine_errors(endpoint.describe(), f"running `{plan.command}`"):
+                _check_architecture(plan.platform, client, local=endpoint.local)
                 image = _builder_image(plan, spec, base_image=base_image, client=client)
                 ui.current().detail(f"builder image {image.tag}")
                 if copy:
@@ -419,6 +420,23 @@ def _run_copied(plan: Plan, spec: StackSpec, *, image: BuilderImage, locks: list
         outcome = _outcome(replayer)
         copied.bring_back(outcome)
     return outcome
+
+
+def _check_architecture(platform: str, client: Any, *, local: bool) -> None:
+    """A builder for another architecture than the engine's runs under qemu: on a local
+    engine, check that the kernel can do that before anything is built (a remote
+    engine's kernel cannot be asked; its container fails with "exec format error")."""
+    from venvstacks_docker.emulation import require_emulation
+    from venvstacks_docker.host.engine import engine_info
+    from venvstacks_docker.host.images.common import ENGINE_ARCH
+
+    arch = ENGINE_ARCH.get(platform)
+    if arch is None or arch == engine_info(client).arch:
+        return
+    if local:
+        require_emulation(platform)
+    ui.current().note(f"{platform} builders run under qemu emulation on this {engine_info(client).arch} engine: "
+                      "expect several times the native build time")
 
 
 def _builder_image(plan: Plan, spec: StackSpec, *, base_image: str | None, client: Any) -> BuilderImage:

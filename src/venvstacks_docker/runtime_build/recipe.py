@@ -99,6 +99,8 @@ RECORDED_PACKAGES: tuple[str, ...] = (*BUILD_DEPENDENCIES, "libc6-dev")
 #: A build can only reach it on a userland whose glibc is not much newer (the carried
 #: libraries are the userland's): Debian 11 reaches it, Debian 12 does not.
 GLIBC_TARGET = "2.28"
+#: configure's questions a cross build cannot answer by running a program, answered.
+CROSS_ANSWERS: tuple[str, ...] = ("ac_cv_file__dev_ptmx=yes", "ac_cv_file__dev_ptc=no", "ac_cv_buggy_getaddrinfo=no")
 #: Functions newer than :data:`GLIBC_TARGET` that configure would otherwise pick up,
 #: turned off with configure cache variables: ``sem_clockwait`` (2.30) lets CPython use
 #: CLOCK_MONOTONIC for lock timeouts; without it, ``sem_timedwait`` (realtime clock) is
@@ -335,9 +337,10 @@ def configure_args(version: str, target: str | None = None, build_python: str | 
     args += [f"py_cv_module_{name}=n/a" for name in DISABLED_MODULES]
     args += list(CONFIGURE_CAPS)
     if is_cross(target):
-        # configure cannot probe the target's /dev when it cannot run target programs
+        # what configure cannot find out without running target programs, answered as a
+        # native build on the target finds it (glibc has /dev/ptmx and a working getaddrinfo)
         args += [f"--build={GNU_TRIPLET[target_platform(None)]}", f"--host={GNU_TRIPLET[target_platform(target)]}",
-                 f"--with-build-python={build_python}", "ac_cv_file__dev_ptmx=yes", "ac_cv_file__dev_ptc=no"]
+                 f"--with-build-python={build_python}", *CROSS_ANSWERS]
     return args
 
 

@@ -300,12 +300,32 @@ def _label_change(key: str, value: str, *, podman: bool) -> str:
     return f"LABEL {key}={value}" if podman else f"LABEL {key}={json.dumps(value)}"
 
 
+def _load_foreign(client: docker.DockerClient, rootfs_tar: Path, job: _Bootstrap, labels: dict[str, str]) -> None:
+    """Load the root file system as an image of the target's architecture.
+
+    ``docker import`` records the engine's own architecture (Docker 20.10 ignores the
+    import's ``platform``), so an arm64 base made on an x86-64 machine would claim amd64
+    and the engine would refuse to run it as arm64.  For another architecture than the
+    engine's, the image archive is written here instead (one layer, a config naming the
+    architecture) and loaded: its ID is then the same wherever the same root file system
+    is bootstrapped.
+    """
+    from venvstacks_docker.host.images.imagetar import load_image_tar, rootfs_image_tar
+
+    config = {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["/bin/bash"],
+              "Labels": labels}
+    archive = rootfs_tar.with_name("image.tar")
+    rootfs_image_tar(archive, rootfs=rootfs_tar, arch=str(job.inputs["arch"]), config=config, tag=job.tag)
+    load_image_tar(client, archive)
+
+
 def _import_rootfs(client: docker.DockerClient, rootfs_tar: Path, job: _Bootstrap) -> Image:
     import docker
 
     from venvstacks_docker.host.engine import engine_info
 
-    podman = engine_info(client).name == "podman"
+    info = engine_info(client)
+    podman = info.name == "podman"
     label_inputs = json.dumps({**job.inputs, "mirror": job.mirror}, sort_keys=True)
     changes = [
         f"LABEL {LABEL_ROLE}=base",
@@ -315,8 +335,12 @@ def _import_rootfs(client: docker.DockerClient, rootfs_tar: Path, job: _Bootstra
         'CMD ["/bin/bash"]',
     ]
     try:
-        # The tag goes in `repo` (the API allows it there): podman ignores `tag` on import.
-        client.api.import_image_from_file(str(rootfs_tar), repository=job.tag, changes=changes)
+        if job.inputs["arch"] != info.arch:
+            _load_foreign(client, rootfs_tar, job, {LABEL_ROLE: "base", LABEL_VERSION: __version__,
+                                                    LABEL_INPUTS: label_inputs})
+        else:
+            # The tag goes in `repo` (the API allows it there): podman ignores `tag` on import.
+            client.api.import_image_from_file(str(rootfs_tar), repository=job.tag, changes=changes)
         image = client.images.get(job.tag)
         image.tag(*job.alias.split(":", 1), force=True)
     except docker.errors.APIError as exc:

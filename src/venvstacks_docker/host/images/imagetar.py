@@ -139,6 +139,39 @@ def write_image_tar(out: Path, *, base: SavedBase, layer: Path, diff_id: str, co
     return f"sha256:{config_hex}"
 
 
+def rootfs_image_tar(out: Path, *, rootfs: Path, arch: str, config: Mapping[str, Any], tag: str) -> str:
+    """Write a ``docker load`` archive of one layer, the root file system tar ``rootfs``,
+    for the architecture ``arch`` (what ``docker import`` does, except that the engine's
+    import records its own architecture); ``config`` is the image's run configuration
+    (``Env``, ``Cmd``, ``Labels``).  Return the image ID the engine will give it."""
+    digest = hashlib.sha256()
+    with rootfs.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    diff_id = f"sha256:{digest.hexdigest()}"
+    document: dict[str, Any] = {
+        "architecture": arch, "os": "linux", "created": CREATED, "config": dict(config),
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        "history": [{"created": CREATED, "comment": "venvstacks-docker: debootstrap root file system"}],
+    }
+    if arch == "arm64":
+        document["variant"] = "v8"
+    config_bytes = json.dumps(document, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    config_hex = hashlib.sha256(config_bytes).hexdigest()
+    layer_name = f"{diff_id.removeprefix('sha256:')}/layer.tar"
+    manifest = [{"Config": f"{config_hex}.json", "RepoTags": [tag], "Layers": [layer_name]}]
+    sources: dict[str, bytes | str | Path | None] = {
+        f"{config_hex}.json": config_bytes, layer_name.split("/")[0]: None, layer_name: rootfs,
+        "manifest.json": json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode("utf-8"),
+    }
+    with out.open("wb") as fh:
+        tar = tarfile.TarFile(fileobj=fh, mode="w", format=tarfile.PAX_FORMAT, encoding="utf-8")
+        with tar:
+            for name in sorted(sources):
+                _add(tar, None, name, sources[name])
+    return f"sha256:{config_hex}"
+
+
 def _info(name: str, kind: bytes, size: int) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.type, info.size, info.mtime = kind, size, FIXED_MTIME
@@ -148,7 +181,7 @@ def _info(name: str, kind: bytes, size: int) -> tarfile.TarInfo:
     return info
 
 
-def _add(tar: tarfile.TarFile, saved: tarfile.TarFile, name: str, source: bytes | str | Path | None) -> None:
+def _add(tar: tarfile.TarFile, saved: tarfile.TarFile | None, name: str, source: bytes | str | Path | None) -> None:
     if source is None:
         tar.addfile(_info(name, tarfile.DIRTYPE, 0))
     elif isinstance(source, bytes):
@@ -157,6 +190,7 @@ def _add(tar: tarfile.TarFile, saved: tarfile.TarFile, name: str, source: bytes 
         with source.open("rb") as fh:
             tar.addfile(_info(name, tarfile.REGTYPE, source.stat().st_size), fh)
     else:
+        assert saved is not None
         member = saved.getmember(source)
         with _open(saved, source) as fh:
             tar.addfile(_info(name, tarfile.REGTYPE, member.size), fh)
