@@ -38,6 +38,7 @@ from venvstacks_docker.runtimes import cache_root
 if TYPE_CHECKING:
     import docker
     from docker.models.containers import Container
+
 #: The oldest Debian suite deb.debian.org still serves (buster answers 404 there, and
 #: archive.debian.org is not reachable from hosts that may only reach Debian's mirrors).
 DEFAULT_RUNTIME_SUITE: Final = "bullseye"
@@ -225,6 +226,8 @@ def image_id(client: docker.DockerClient, tag: str) -> str:
     """The ID of a local image."""
     return id_of(client.images.get(tag))
 
+
+# --------------------------------------------------------------------------- the cross image
 
 #: Bump when the script changes (it is part of the tag anyway).
 CROSS_BUILDER_VERSION: Final = 1
