@@ -18,6 +18,7 @@ and a bootstrap CPython (for ``runtime build --in-container``), and its cross va
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import sys
@@ -73,24 +74,32 @@ dpkg-query -W -f='VSD-PACKAGE ${Package} ${Version}\n'
 """
 
 
-def builder_inputs(base_id: str, suite: str) -> dict[str, Any]:
-    """What the runtime builder image is made of (its tag hashes this)."""
-    pin = PINS[TOOL_PYTHON_VERSION]
+def _recipe_inputs(base_id: str, suite: str, packages: Sequence[str], *, security: bool, script: str) -> dict[str, Any]:
+    """What every runtime builder image is made of: base, packages, script, bootstrap source."""
     return {
-        "runtime_builder_version": RUNTIME_BUILDER_VERSION,
         "suite": suite,
         "base_image_id": base_id,
-        "packages": list(BUILD_DEPENDENCIES),
-        "security_updates": True,
-        "bootstrap_source_sha256": pin.sha256,
-        "script_sha256": hashlib.sha256(_PREPARE_SCRIPT.encode()).hexdigest(),
+        "packages": list(packages),
+        "security_updates": security,
+        "bootstrap_source_sha256": PINS[TOOL_PYTHON_VERSION].sha256,
+        "script_sha256": hashlib.sha256(script.encode()).hexdigest(),
     }
+
+
+def builder_inputs(base_id: str, suite: str) -> dict[str, Any]:
+    """What the runtime builder image is made of (its tag hashes this)."""
+    return {"runtime_builder_version": RUNTIME_BUILDER_VERSION,
+            **_recipe_inputs(base_id, suite, BUILD_DEPENDENCIES, security=True, script=_PREPARE_SCRIPT)}
+
+
+def _tag(inputs: Mapping[str, Any], name: str) -> str:
+    canonical = json.dumps(inputs, sort_keys=True, separators=(",", ":")).encode()
+    return f"{RUNTIME_BUILDER_REPOSITORY}:{name}-{hashlib.sha256(canonical).hexdigest()[:12]}"
 
 
 def builder_tag(inputs: Mapping[str, Any]) -> str:
     """``venvstacks-docker-runtime-builder:<suite>-<12 hex of the inputs>``."""
-    canonical = json.dumps(inputs, sort_keys=True, separators=(",", ":")).encode()
-    return f"{RUNTIME_BUILDER_REPOSITORY}:{inputs['suite']}-{hashlib.sha256(canonical).hexdigest()[:12]}"
+    return _tag(inputs, str(inputs["suite"]))
 
 
 def _progress(message: str) -> None:
@@ -115,27 +124,31 @@ def ensure_runtime_builder(
     """
     base = bootstrap_base(suite=suite, client=client, on_progress=_progress)
     inputs = builder_inputs(base.image_id, suite)
-    tag = builder_tag(inputs)
-    if image_or_none(client, tag) is not None:
-        return tag
-    with cache_lock(f"runtime-builder-{tag.split(':', 1)[1]}"):
-        if image_or_none(client, tag) is not None:
-            return tag
+    environment = {"VSD_SUITE": suite, "VSD_SECURITY": "http://deb.debian.org/debian-security",
+                   "VSD_PACKAGES": " ".join(BUILD_DEPENDENCIES)}
+    return _make_once(client, Preparation(image=base.image_id, tag=builder_tag(inputs), inputs=inputs,
+                                          script=_PREPARE_SCRIPT, environment=environment, mounts={},
+                                          cmd=["/bin/bash"]),
+                      what=f"build dependencies from Debian {suite}, and a bootstrap CPython", jobs=jobs, cache=cache)
+
+
+def _make_once(client: docker.DockerClient, job: Preparation, *, what: str, jobs: int, cache: Path | None) -> str:
+    """``job.tag``, prepared unless the engine has it (one preparation at a time per tag).
+
+    Every runtime builder image compiles the bootstrap CPython from the pinned source,
+    which is fetched first and mounted; ``jobs`` is its ``make -j``.
+    """
+    if image_or_none(client, job.tag) is not None:
+        return job.tag
+    with cache_lock(f"runtime-builder-{job.tag.split(':', 1)[1]}"):
+        if image_or_none(client, job.tag) is not None:
+            return job.tag
         source = fetch_source(PINS[TOOL_PYTHON_VERSION], cache or cache_root())
-        _progress(f"preparing {tag}: build dependencies from Debian {suite}, and a bootstrap "
-                  "CPython (minutes, once)")
-        environment = {
-            "VSD_SUITE": suite,
-            "VSD_SECURITY": "http://deb.debian.org/debian-security",
-            "VSD_PACKAGES": " ".join(BUILD_DEPENDENCIES),
-            "VSD_BOOTSTRAP": BOOTSTRAP_DIR,
-            "VSD_JOBS": str(jobs),
-        }
-        prepare_image(client, Preparation(
-            image=base.image_id, tag=tag, inputs=inputs, script=_PREPARE_SCRIPT, environment=environment,
-            mounts={"/run/vsd-source": source}, cmd=["/bin/bash"],
-        ))
-    return tag
+        _progress(f"preparing {job.tag}: {what} (minutes, once)")
+        environment = {**job.environment, "VSD_BOOTSTRAP": BOOTSTRAP_DIR, "VSD_JOBS": str(jobs)}
+        prepare_image(client, dataclasses.replace(job, environment=environment,
+                                                  mounts={**job.mounts, "/run/vsd-source": source}))
+    return job.tag
 
 
 @dataclass(frozen=True)
@@ -256,24 +269,13 @@ def cross_inputs(base_id: str, suite: str, target: str) -> dict[str, Any]:
     architectures, and Debian's security archive no longer serves bullseye for arm64
     (its pool answers 404), so both come from the suite's last point release.
     """
-    pin = PINS[TOOL_PYTHON_VERSION]
-    return {
-        "cross_builder_version": CROSS_BUILDER_VERSION,
-        "suite": suite,
-        "target": target,
-        "base_image_id": base_id,
-        "packages": _cross_packages(target),
-        "security_updates": False,
-        "bootstrap_source_sha256": pin.sha256,
-        "script_sha256": hashlib.sha256(_CROSS_SCRIPT.encode()).hexdigest(),
-    }
+    return {"cross_builder_version": CROSS_BUILDER_VERSION, "target": target,
+            **_recipe_inputs(base_id, suite, _cross_packages(target), security=False, script=_CROSS_SCRIPT)}
 
 
 def cross_tag(inputs: dict[str, Any]) -> str:
     """``venvstacks-docker-runtime-builder:<suite>-cross-<arch>-<12 hex of the inputs>``."""
-    canonical = json.dumps(inputs, sort_keys=True, separators=(",", ":")).encode()
-    arch = DEBIAN_ARCH[inputs["target"]]
-    return f"{RUNTIME_BUILDER_REPOSITORY}:{inputs['suite']}-cross-{arch}-{hashlib.sha256(canonical).hexdigest()[:12]}"
+    return _tag(inputs, f"{inputs['suite']}-cross-{DEBIAN_ARCH[inputs['target']]}")
 
 
 def ensure_cross_builder(client: docker.DockerClient, *, suite: str, target: str, jobs: int = 2,
@@ -284,22 +286,13 @@ def ensure_cross_builder(client: docker.DockerClient, *, suite: str, target: str
     """
     base = bootstrap_base(suite=suite, client=client, on_progress=_progress)
     inputs = cross_inputs(base.image_id, suite, target)
-    tag = cross_tag(inputs)
-    if image_or_none(client, tag) is not None:
-        return tag
-    with cache_lock(f"runtime-builder-{tag.split(':', 1)[1]}"):
-        if image_or_none(client, tag) is not None:
-            return tag
-        source = fetch_source(PINS[TOOL_PYTHON_VERSION], cache or cache_root())
-        _progress(f"preparing {tag}: Debian {suite}'s cross toolchain, {DEBIAN_ARCH[target]} libraries "
-                  "and a bootstrap CPython (minutes, once)")
-        environment = {"VSD_ARCH": DEBIAN_ARCH[target], "VSD_SUITE": suite, "VSD_SECURITY": "",
-                       "VSD_PACKAGES": " ".join(_cross_packages(target)), "VSD_BOOTSTRAP": BOOTSTRAP_DIR,
-                       "VSD_JOBS": str(jobs)}
-        prepare_image(client, Preparation(image=base.image_id, tag=tag, inputs=inputs, script=_CROSS_SCRIPT,
-                                          environment=environment, mounts={"/run/vsd-source": source},
-                                          cmd=["/bin/bash"]))
-    return tag
+    environment = {"VSD_ARCH": DEBIAN_ARCH[target], "VSD_SUITE": suite, "VSD_SECURITY": "",
+                   "VSD_PACKAGES": " ".join(_cross_packages(target))}
+    return _make_once(client, Preparation(image=base.image_id, tag=cross_tag(inputs), inputs=inputs,
+                                          script=_CROSS_SCRIPT, environment=environment, mounts={},
+                                          cmd=["/bin/bash"]),
+                      what=f"Debian {suite}'s cross toolchain, {DEBIAN_ARCH[target]} libraries and a bootstrap CPython",
+                      jobs=jobs, cache=cache)
 
 
 __all__ = [
