@@ -13,8 +13,9 @@ and the builder images made (``docs/how-to/linux-aarch64.md``)::
    ``linux_aarch64`` (emulated builder) and, from a copy whose platforms say
    ``linux_x86_64``, natively: the ratio is what emulation costs.
 2. **Runtime** (unless ``--skip-runtimes``): CPython 3.11.2 built with ``--force`` on
-   the host, in the bullseye container, and cross-compiled for aarch64 in the cross
-   container (images already made: the one-off preparation is not timed).
+   the host (``--on-host``), in the bullseye container (the default), and
+   cross-compiled for aarch64 in the cross container (images already made: the
+   one-off preparation is not timed).
 """
 
 from __future__ import annotations
@@ -35,10 +36,11 @@ STACK = ROOT / "tests" / "data" / "aarch64_stack"
 CLI = [sys.executable, "-m", "venvstacks_docker"]
 PLATFORMS = ("linux_aarch64", "linux_x86_64")
 RUNTIME_BUILDS = {
-    "host (`runtime build --force`, this Debian 12 machine)": ["runtime", "build", "--force"],
-    "container (`--in-container --force`, Debian 11)": ["runtime", "build", "--in-container", "--force"],
-    "cross, for aarch64 (`--in-container --target linux_aarch64 --force`)":
-        ["runtime", "build", "--in-container", "--target", "linux_aarch64", "--force"],
+    "on the host (`runtime build --on-host --force`, this Debian 12 machine)":
+        ["runtime", "build", "--on-host", "--force"],
+    "in the container (`runtime build --force`, Debian 11: the default)": ["runtime", "build", "--force"],
+    "cross, for aarch64 (`runtime build --target linux_aarch64 --force`, in the cross container)":
+        ["runtime", "build", "--target", "linux_aarch64", "--force"],
 }
 
 

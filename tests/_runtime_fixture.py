@@ -28,10 +28,31 @@ DEBIAN_MIRROR = "http://deb.debian.org/debian"
 
 @functools.cache
 def ensure_runtime_archive(version: str = RUNTIME_VERSION) -> Path:
-    """Path of the real install_only archive for ``version`` in the runtime cache."""
+    """Path of the real install_only archive for ``version`` in the runtime cache, built
+    as ``runtime build`` builds it by default: in the Debian 11 container (what the sample
+    project pins).  Where no engine answers, it is built on this machine instead, loudly:
+    its sha256 then differs from the sample project's pin."""
+    return build_runtime_like_the_cli(version)
+
+
+def build_runtime_like_the_cli(version: str = RUNTIME_VERSION, *, cache: Path | None = None,
+                               force: bool = False) -> Path:
+    """``runtime build``'s default: in the container when an engine answers, else here."""
+    import sys
+
+    from venvstacks_docker.errors import ContainerError
     from venvstacks_docker.runtime_build import build_runtime
 
-    return build_runtime(version)
+    try:
+        from venvstacks_docker.host.engine import connect
+        from venvstacks_docker.host.runtime_container import build_runtime_in_container
+
+        client = connect()
+    except ContainerError as exc:
+        sys.stderr.write(f"\n*** NO CONTAINER ENGINE ({exc}): building the runtime ON THIS HOST; "
+                         "its sha256 differs from sample_project's pin ***\n")
+        return build_runtime(version, cache=cache, force=force)
+    return build_runtime_in_container(version, cache=cache, force=force, client=client)
 
 
 def _debian_arch() -> str:

@@ -23,6 +23,6 @@ def runtime_archive(target: str) -> Path:
         return images.find_runtime_archive(target)[0]
     except ContainerError:
         # First run on a fresh machine: build the pinned runtime (minutes, then cached).
-        from venvstacks_docker.runtime_build import build_runtime
+        from _runtime_fixture import ensure_runtime_archive
 
-        return Path(build_runtime(images.TOOL_PYTHON_VERSION))
+        return ensure_runtime_archive(images.TOOL_PYTHON_VERSION)

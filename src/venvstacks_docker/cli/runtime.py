@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -32,10 +33,11 @@ def build(
     jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, help="Parallel make jobs (default: every CPU).")
                     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even if the cache has this runtime.")] = False,
-    in_container: Annotated[bool, typer.Option(
-        "--in-container",
-        help="Build in a container of an old Debian userland (--suite) instead of on this machine, so the "
-        "archive needs an old glibc and does not depend on this machine's packages.")] = False,
+    in_container: Annotated[bool | None, typer.Option(
+        "--in-container/--on-host",
+        help="Build in a container of an old Debian userland (--suite; the default on Linux), so the archive "
+        "needs an old glibc and does not depend on this machine's packages; or on this machine (needs its "
+        "build dependencies, gives its glibc floor).", show_default=False)] = None,
     suite: Annotated[str, typer.Option(
         "--suite", metavar="SUITE",
         help="Debian suite of the build container (with --in-container); bullseye is the oldest one "
@@ -54,13 +56,16 @@ def build(
     """Build a relocatable CPython runtime archive from a pinned, hash-checked Debian source tarball.
 
     The archive lands in the runtime cache, keyed by its sha256, where lock and build find it.
-    Building the same version again gives the same bytes. Linux only. With --in-container the
-    build runs in a container of Debian 11 and aims at glibc 2.28 (venvstacks' default target);
-    the archive name carries the measured floor (cpython-3.11.2+vsd4.glibc2.28-...).
+    Building the same version again gives the same bytes. Linux only. By default the build runs
+    in a container of Debian 11 (its image made once: root for the first bootstrap) and needs
+    glibc 2.28 (venvstacks' default target); --on-host builds on this machine instead. The
+    archive name carries the measured floor (cpython-3.11.2+vsd4.glibc2.28-...).
     """
     from venvstacks_docker.runtime_build import BUILD_PLATFORMS, build_runtime, read_sidecar
 
     version = legacy_version or python_version
+    if in_container is None:  # inside a builder container, the build is the container's own
+        in_container = os.environ.get("VENVSTACKS_DOCKER_IN_CONTAINER") != "1"
     if not re.fullmatch(r"[a-z][a-z0-9-]*", suite):
         raise SpecError(f"--suite {suite!r} is not a Debian suite name", hint="for example: --suite bullseye")
     if target is not None and target not in BUILD_PLATFORMS:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Final
 
 from venvstacks_docker import ui
 from venvstacks_docker.emulation import require_emulation
-from venvstacks_docker.errors import RuntimeArchiveError
+from venvstacks_docker.errors import ContainerError, RuntimeArchiveError
 from venvstacks_docker.host.container import BuilderContainer, Mount, StreamName
 from venvstacks_docker.host.images import host_target
 from venvstacks_docker.host.images.tool import find_tool_wheel, install_site, tool_fingerprint
@@ -129,7 +129,13 @@ def build_runtime_in_container(
     pin = check_version(version)
     cache = (Path(cache) if cache is not None else cache_root()).absolute()
     setting = setting or BuildSetting()
-    client = client or connect()
+    if client is None:
+        try:
+            client = connect()
+        except ContainerError as exc:  # (connect's hint names --native, which this command lacks)
+            raise ContainerError(exc.message, hint="start the engine (e.g. `systemctl start docker`) or set "
+                                 "DOCKER_HOST to its socket; or build on this machine instead: "
+                                 "venvstacks-docker runtime build --on-host") from None
     if is_cross(target):
         assert target is not None
         require_emulation(target)  # checked here: binfmt_misc is not visible in the container
@@ -142,7 +148,7 @@ def build_runtime_in_container(
     scratch = Path(tempfile.mkdtemp(prefix="venvstacks-docker-runtime-", dir=setting.scratch_parent))
     try:
         scratch.chmod(0o755)
-        argv = ["runtime", "build", "--python-version", version, "--cache-dir", str(cache), "--json",
+        argv = ["runtime", "build", "--on-host", "--python-version", version, "--cache-dir", str(cache), "--json",
                 *(["--jobs", str(jobs)] if jobs else []), *(["--force"] if force else []),
                 *(["--target", target] if target else [])]
         archive = _run_build(client, image, argv, mounts=[

@@ -47,7 +47,7 @@ def find_runtime_archive(target: str) -> tuple[Path, str]:
             f"builder images need the CPython {TOOL_PYTHON_VERSION} runtime archive for "
             f"{target}, and none is available offline:\n{exc}",
             hint=(
-                f"build it with `venvstacks-docker runtime build --in-container --target {target}` "
+                f"build it with `venvstacks-docker runtime build --target {target}` "
                 "(another architecture than this machine's is cross-compiled), or put an install_only "
                 "archive in a folder named by VENVSTACKS_DOCKER_RUNTIME_SOURCES"
             ),
