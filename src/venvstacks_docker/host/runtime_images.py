@@ -11,9 +11,10 @@ and a bootstrap CPython (for ``runtime build --in-container``), and its cross va
    the installed package versions are kept in its labels;
 3. for another architecture, the *cross* runtime builder: that image plus the target
    architecture in dpkg (multiarch), ``crossbuild-essential-<arch>`` and the ``-dev``
-   packages of the recipe's libraries for that architecture.  Compiling CPython under
-   qemu takes the better part of an hour on two cores; crossing takes minutes, and the
-   bootstrap CPython is the build interpreter a cross build of the same version runs.
+   packages of the recipe's libraries for that architecture.  Crossing takes as long
+   as a native build (compiling under qemu would run every compiler process emulated),
+   and the bootstrap CPython is the build interpreter a cross build of the same
+   version runs.
 """
 
 from __future__ import annotations
