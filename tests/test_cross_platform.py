@@ -9,6 +9,7 @@ The real cross build, emulated builder and publish are in
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 from pathlib import Path
@@ -133,3 +134,47 @@ def test_platform_of_another_architecture_needs_a_container(capsys: pytest.Captu
     code, _, err = cli(capsys, "build", stack, "--platform", OTHER, "--native")
     assert code == 2
     assert f"--platform {OTHER} is not this machine's platform" in err and "drop --native" in err
+
+
+def test_a_runtime_pin_holds_for_its_own_platform_only(tmp_path: Path) -> None:
+    """sample_project's lock pins the x86-64 archive: a build for aarch64 takes its own."""
+    from venvstacks_docker import build
+    from venvstacks_docker.spec import load
+
+    spec = load(copy_sample(tmp_path / "sample"))
+    runtime = spec.runtimes[0]
+    pin = build.runtime_pin(spec, runtime)
+    assert pin["name"].endswith("-x86_64-unknown-linux-gnu-install_only.tar.gz")
+    assert build.runtime_pin(spec, runtime, "linux_x86_64") == pin
+    assert build.runtime_pin(spec, runtime, "linux_aarch64") == {}
+    assert build.pinned_runtime_sha(spec, runtime, "linux_aarch64") is None
+
+
+def test_a_foreign_base_image_archive_names_its_architecture(tmp_path: Path) -> None:
+    """What ``bootstrap-base --target linux_aarch64`` loads: one layer, a config naming
+    arm64, an ID that is the config's sha256; the same bytes from the same root tar."""
+    import hashlib
+    import tarfile
+
+    from venvstacks_docker.host.images.imagetar import rootfs_image_tar
+
+    rootfs = tmp_path / "rootfs.tar"
+    with tarfile.open(rootfs, "w") as tar:
+        info = tarfile.TarInfo("etc/hostname")
+        info.size = 10
+        tar.addfile(info, io.BytesIO(b"localhost\n"))
+    config = {"Cmd": ["/bin/bash"], "Labels": {"venvstacks-docker.role": "base"}}
+    first = rootfs_image_tar(tmp_path / "a.tar", rootfs=rootfs, arch="arm64", config=config, tag="t:arm64")
+    again = rootfs_image_tar(tmp_path / "b.tar", rootfs=rootfs, arch="arm64", config=config, tag="t:arm64")
+    assert first == again and (tmp_path / "a.tar").read_bytes() == (tmp_path / "b.tar").read_bytes()
+    with tarfile.open(tmp_path / "a.tar") as image:
+        manifest = json.loads(image.extractfile("manifest.json").read())  # type: ignore[union-attr]
+        (entry,) = manifest
+        raw = image.extractfile(entry["Config"]).read()  # type: ignore[union-attr]
+        layer = image.extractfile(entry["Layers"][0]).read()  # type: ignore[union-attr]
+    document = json.loads(raw)
+    assert (document["architecture"], document["variant"], document["os"]) == ("arm64", "v8", "linux")
+    assert first == "sha256:" + hashlib.sha256(raw).hexdigest()
+    assert document["rootfs"]["diff_ids"] == ["sha256:" + hashlib.sha256(layer).hexdigest()]
+    assert layer == rootfs.read_bytes() and entry["RepoTags"] == ["t:arm64"]
+    assert document["config"] == config

@@ -79,9 +79,21 @@ def runtime(emulated: emulation.Emulation, docker_client: Any) -> Path:
 
 
 @pytest.fixture(scope="module")
-def builder_tag(runtime: Path, docker_client: Any) -> str:
-    bootstrap_base(target=TARGET, client=docker_client)
+def base(emulated: emulation.Emulation, docker_client: Any) -> Any:
+    """The arm64 Debian base (debootstrap's second stage runs under qemu; cached by tag)."""
+    return bootstrap_base(target=TARGET, client=docker_client)
+
+
+@pytest.fixture(scope="module")
+def builder_tag(runtime: Path, base: Any, docker_client: Any) -> str:
     return ensure_builder_image(TARGET, client=docker_client).tag
+
+
+def test_the_arm64_base_is_an_arm64_image(base: Any, docker_client: Any) -> None:
+    """Loaded with its architecture: ``docker import`` would have recorded amd64."""
+    attrs = docker_client.images.get(base.tag).attrs
+    assert (attrs["Architecture"], attrs["Os"]) == ("arm64", "linux")
+    assert docker_client.images.get(base.alias).id == base.image_id
 
 
 def test_emulation_status_command_says_usable(emulated: emulation.Emulation) -> None:

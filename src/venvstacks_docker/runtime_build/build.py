@@ -104,7 +104,8 @@ def _build_python(pin: SourcePin, given: str | None) -> str:
         raise RuntimeArchiveError(
             f"cross-building CPython {pin.version} needs a CPython {minor} for this machine to run "
             f"during the build, and this is {sys.version.split()[0]}",
-            hint="pass --build-python PATH, or build with --in-container (its image has one)",
+            hint="pass --build-python PATH, or build in the container (runtime build without --on-host: its "
+            "image has one)",
         )
     return sys.executable
 
