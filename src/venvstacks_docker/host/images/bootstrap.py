@@ -335,7 +335,7 @@ def _import_rootfs(client: docker.DockerClient, rootfs_tar: Path, job: _Bootstra
         'CMD ["/bin/bash"]',
     ]
     try:
-        if job.inputs["arch"] != info.arch:
+        if job.inputs.get("arch", info.arch) != info.arch:
             _load_foreign(client, rootfs_tar, job, {LABEL_ROLE: "base", LABEL_VERSION: __version__,
                                                     LABEL_INPUTS: label_inputs})
         else:
