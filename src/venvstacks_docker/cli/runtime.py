@@ -30,8 +30,8 @@ def build(
     cache_dir: Annotated[Path | None, typer.Option(
         "--cache-dir", metavar="DIR", help="Cache root (default: VENVSTACKS_DOCKER_CACHE or the user cache folder).")
     ] = None,
-    jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, help="Parallel make jobs (default: every CPU).")
-                    ] = None,
+    jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, metavar="N",
+                                             help="Parallel make jobs (default: every CPU).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even if the cache has this runtime.")] = False,
     in_container: Annotated[bool | None, typer.Option(
         "--in-container/--on-host",
@@ -55,11 +55,15 @@ def build(
 ) -> None:
     """Build a relocatable CPython runtime archive from a pinned, hash-checked Debian source tarball.
 
-    The archive lands in the runtime cache, keyed by its sha256, where lock and build find it.
-    Building the same version again gives the same bytes. Linux only. By default the build runs
-    in a container of Debian 11 (its image made once: root for the first bootstrap) and needs
-    glibc 2.28 (venvstacks' default target); --on-host builds on this machine instead. The
-    archive name carries the measured floor (cpython-3.11.2+vsd4.glibc2.28-...).
+    The archive lands in the runtime cache, keyed by its sha256, where lock and build find it. Linux only.
+
+    By default it is built in a container of Debian 11 and needs glibc 2.28, venvstacks' default target.
+
+    The container's images are made once (root, the first time, for the Debian bootstrap).
+
+    --on-host builds on this machine instead. Building the same version again gives the same bytes.
+
+    The archive name carries the measured glibc floor: cpython-3.11.2+vsd4.glibc2.28-...
     """
     from venvstacks_docker.runtime_build import BUILD_PLATFORMS, build_runtime, read_sidecar
 
