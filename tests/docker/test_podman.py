@@ -446,6 +446,20 @@ def _load_base(src: Service, dest: Service, base: images.BaseImage, tmp: Path) -
     dest.client.images.get(base.image_id).tag(*base.alias.split(":", 1), force=True)
 
 
+def _probe(service: Service, image: str) -> None:
+    """Run ``true`` in a rootless container: created, started, waited for and removed one
+    call at a time (``containers.run`` also follows the logs, and a CI run once saw that
+    stream hang under load after the container had exited 0)."""
+    probe = service.client.containers.create(image, ["true"], network_mode="none")
+    try:
+        probe.start()
+        code = probe.wait(timeout=600).get("StatusCode")
+        if code != 0:
+            raise RuntimeError(f"`true` exited with {code}")
+    finally:
+        probe.remove(force=True)
+
+
 @pytest.fixture(scope="module")
 def rootless(podman_exe: str, podman: Service, podman_base: images.BaseImage,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rootless]:
@@ -467,7 +481,7 @@ def rootless(podman_exe: str, podman: Service, podman_base: images.BaseImage,
     try:
         _load_base(podman, service, podman_base, tmp_path_factory.mktemp("rootless-base"))
         try:  # can this machine run a rootless container at all?
-            service.client.containers.run(podman_base.image_id, ["true"], remove=True, network_mode="none")
+            _probe(service, podman_base.image_id)
         except Exception as exc:  # noqa: BLE001 - any failure here is the machine's
             pytest.skip(f"ROOTLESS PODMAN NOT POSSIBLE ON THIS MACHINE: a plain container fails: {exc}")
         found = Rootless(service, user, state, state / "venv" / "bin" / "python", {**env, "DOCKER_HOST": service.url})
