@@ -446,7 +446,7 @@ def _load_base(src: Service, dest: Service, base: images.BaseImage, tmp: Path) -
     dest.client.images.get(base.image_id).tag(*base.alias.split(":", 1), force=True)
 
 
-def _probe(service: Service, image: str) -> None:
+def _run_true(service: Service, image: str) -> None:
     """Run ``true`` in a rootless container: created, started, waited for and removed one
     call at a time (``containers.run`` also follows the logs, and a CI run once saw that
     stream hang under load after the container had exited 0)."""
@@ -481,7 +481,7 @@ def rootless(podman_exe: str, podman: Service, podman_base: images.BaseImage,
     try:
         _load_base(podman, service, podman_base, tmp_path_factory.mktemp("rootless-base"))
         try:  # can this machine run a rootless container at all?
-            _probe(service, podman_base.image_id)
+            _run_true(service, podman_base.image_id)
         except Exception as exc:  # noqa: BLE001 - any failure here is the machine's
             pytest.skip(f"ROOTLESS PODMAN NOT POSSIBLE ON THIS MACHINE: a plain container fails: {exc}")
         found = Rootless(service, user, state, state / "venv" / "bin" / "python", {**env, "DOCKER_HOST": service.url})
