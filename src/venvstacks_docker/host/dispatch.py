@@ -430,12 +430,12 @@ def _check_architecture(platform: str, client: Any, *, local: bool) -> None:
     from venvstacks_docker.host.engine import engine_info
     from venvstacks_docker.host.images.common import ENGINE_ARCH
 
-    arch = ENGINE_ARCH.get(platform)
-    if arch is None or arch == engine_info(client).arch:
+    arch, engine_arch = ENGINE_ARCH.get(platform), engine_info(client).arch
+    if arch is None or arch == engine_arch:
         return
     if local:
         require_emulation(platform)
-    ui.current().note(f"{platform} builders run under qemu emulation on this {engine_info(client).arch} engine: "
+    ui.current().note(f"{platform} builders run under qemu emulation on this {engine_arch} engine: "
                       "expect several times the native build time")
 
 

@@ -50,6 +50,8 @@ DEFAULT_MIRROR: Final = "http://deb.debian.org/debian"
 #: `lock`'s index access, the dynamic loader cache, and tools to unpack archives.
 #: No compilers: builder images install wheels only.
 BASE_PACKAGES: Final = ("bash", "ca-certificates", "gzip", "libc-bin", "tar", "xz-utils")
+#: The base image's ``PATH`` (Debian's for root).
+BASE_PATH: Final = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -312,8 +314,7 @@ def _load_foreign(client: docker.DockerClient, rootfs_tar: Path, job: _Bootstrap
     """
     from venvstacks_docker.host.images.imagetar import load_image_tar, rootfs_image_tar
 
-    config = {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["/bin/bash"],
-              "Labels": labels}
+    config = {"Env": [f"PATH={BASE_PATH}"], "Cmd": ["/bin/bash"], "Labels": labels}
     archive = rootfs_tar.with_name("image.tar")
     rootfs_image_tar(archive, rootfs=rootfs_tar, arch=str(job.inputs["arch"]), config=config, tag=job.tag)
     load_image_tar(client, archive)
@@ -331,7 +332,7 @@ def _import_rootfs(client: docker.DockerClient, rootfs_tar: Path, job: _Bootstra
         f"LABEL {LABEL_ROLE}=base",
         f"LABEL {LABEL_VERSION}={__version__}",
         _label_change(LABEL_INPUTS, label_inputs, podman=podman),
-        "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        f"ENV PATH={BASE_PATH}",
         'CMD ["/bin/bash"]',
     ]
     try:

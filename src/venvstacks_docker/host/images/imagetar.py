@@ -24,6 +24,7 @@ from venvstacks_docker.errors import ContainerError
 from venvstacks_docker.host.images.common import FIXED_MTIME
 from venvstacks_docker.host.images.layer import BaseEntry, index_layers
 from venvstacks_docker.host.images.recipe import CannotAssemble, Recipe
+from venvstacks_docker.metadata import sha256_file
 
 if TYPE_CHECKING:
     import docker
@@ -131,11 +132,8 @@ def write_image_tar(out: Path, *, base: SavedBase, layer: Path, diff_id: str, co
         sources.setdefault(name, member)
     sources.setdefault(layer_names[-1].split("/")[0], None)
     sources.setdefault(layer_names[-1], layer)
-    with tarfile.open(base.tar) as saved, out.open("wb") as fh:
-        tar = tarfile.TarFile(fileobj=fh, mode="w", format=tarfile.PAX_FORMAT, encoding="utf-8")
-        with tar:
-            for name in sorted(sources):
-                _add(tar, saved, name, sources[name])
+    with tarfile.open(base.tar) as saved:
+        _write_sorted(out, sources, saved)
     return f"sha256:{config_hex}"
 
 
@@ -144,11 +142,7 @@ def rootfs_image_tar(out: Path, *, rootfs: Path, arch: str, config: Mapping[str,
     for the architecture ``arch`` (what ``docker import`` does, except that the engine's
     import records its own architecture); ``config`` is the image's run configuration
     (``Env``, ``Cmd``, ``Labels``).  Return the image ID the engine will give it."""
-    digest = hashlib.sha256()
-    with rootfs.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    diff_id = f"sha256:{digest.hexdigest()}"
+    diff_id = f"sha256:{sha256_file(rootfs)}"
     document: dict[str, Any] = {
         "architecture": arch, "os": "linux", "created": CREATED, "config": dict(config),
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
@@ -164,12 +158,18 @@ def rootfs_image_tar(out: Path, *, rootfs: Path, arch: str, config: Mapping[str,
         f"{config_hex}.json": config_bytes, layer_name.split("/")[0]: None, layer_name: rootfs,
         "manifest.json": json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode("utf-8"),
     }
+    _write_sorted(out, sources, None)
+    return f"sha256:{config_hex}"
+
+
+def _write_sorted(out: Path, sources: Mapping[str, bytes | str | Path | None], saved: tarfile.TarFile | None) -> None:
+    """Write ``sources`` (name -> bytes, a member of ``saved``, a file, or ``None`` for a
+    folder) into the tar ``out``, sorted by name, each member as :func:`_info` makes it."""
     with out.open("wb") as fh:
         tar = tarfile.TarFile(fileobj=fh, mode="w", format=tarfile.PAX_FORMAT, encoding="utf-8")
         with tar:
             for name in sorted(sources):
-                _add(tar, None, name, sources[name])
-    return f"sha256:{config_hex}"
+                _add(tar, saved, name, sources[name])
 
 
 def _info(name: str, kind: bytes, size: int) -> tarfile.TarInfo:
