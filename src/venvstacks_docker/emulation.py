@@ -170,6 +170,8 @@ def enable(target: str) -> Emulation:
                     if line.startswith(":"))
         (BINFMT_MISC / "register").write_text(rule, encoding="utf-8")
     except (OSError, StopIteration) as exc:
+        if status(target).usable:  # another `enable` (or binfmt-support) registered it meanwhile
+            return status(target)
         raise EmulationError(f"the kernel refused the qemu-{cpu} binfmt rule: {exc}",
                              hint="in a container, binfmt_misc belongs to the host: enable it there") from None
     after = status(target)
